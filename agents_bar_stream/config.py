@@ -1,0 +1,98 @@
+"""Defaults, small frozen value objects and environment fallbacks.
+
+Every default the client uses is named here once. Environment variables are fallbacks only: an
+argument always wins, and each variable is read when the object that needs it is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+__all__ = [
+    "DEFAULT_ACT_TIMEOUT",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_COMMIT_INTERVAL",
+    "DEFAULT_FLUSH_INTERVAL",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "ENV_ACCESS_TOKEN",
+    "ENV_PASSWORD",
+    "ENV_URL",
+    "ENV_USERNAME",
+    "RetryPolicy",
+    "Timeouts",
+    "default_queue_root",
+    "default_queue_dir",
+    "env_credentials",
+]
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+
+ENV_URL = "AGENTS_BAR_URL"
+ENV_ACCESS_TOKEN = "AGENTS_BAR_ACCESS_TOKEN"
+ENV_USERNAME = "AGENTS_BAR_USERNAME"
+ENV_PASSWORD = "AGENTS_BAR_PASSWORD"
+# The published client read these older names; accept them so that existing setups keep working.
+ENV_USERNAME_OLD = "AGENTS_BAR_USER"
+ENV_PASSWORD_OLD = "AGENTS_BAR_PASS"
+ENV_QUEUE_ROOT = "AGENTS_BAR_STREAM_QUEUE_ROOT"
+
+DEFAULT_ACT_TIMEOUT = 5.0  # seconds, a deadline across all of act()'s retries
+DEFAULT_BATCH_SIZE = 2000  # steps per POST /steps; the server may ask for fewer (max_batch_steps)
+DEFAULT_FLUSH_INTERVAL = 0.05  # seconds the flusher waits for a batch to fill before sending a short one
+DEFAULT_COMMIT_INTERVAL = 0.005  # seconds between group commits with durability="batch"
+DEFAULT_MAX_PENDING_BYTES = 2**30  # 1 GiB of queued steps on disk
+DEFAULT_BLOCK_TIMEOUT = 60.0  # seconds step() waits for room with on_full="block" before QueueFullError
+DEFAULT_CLOSE_TIMEOUT = 5.0  # seconds close() and the atexit hook try to deliver before leaving the rest on disk
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Socket timeouts of one HTTP call, in seconds."""
+
+    connect: float = 3.05
+    read: float = 30.0
+
+    def as_requests(self) -> tuple:
+        return (self.connect, self.read)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: sleep uniformly in ``[0, min(max_delay, initial * 2**n))``."""
+
+    initial: float = 0.1
+    max_delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.initial > 0 and self.max_delay >= self.initial):
+            raise ValueError("RetryPolicy needs 0 < initial <= max_delay")
+
+
+def env_credentials(environ: Optional[Mapping[str, str]] = None) -> tuple:
+    """``(username, password)`` from the environment, new names first, then the published client's."""
+    env = os.environ if environ is None else environ
+    username = env.get(ENV_USERNAME) or env.get(ENV_USERNAME_OLD)
+    password = env.get(ENV_PASSWORD) or env.get(ENV_PASSWORD_OLD)
+    return username, password
+
+
+def default_queue_root() -> Path:
+    """Where queues live unless ``queue_dir`` is given: ``$AGENTS_BAR_STREAM_QUEUE_ROOT``, else the user cache."""
+    root = os.environ.get(ENV_QUEUE_ROOT)
+    if root:
+        return Path(root)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "agents-bar-stream" / "queues"
+
+
+def default_queue_dir(base_url: str, agent_name: str) -> Path:
+    """A queue directory keyed by service URL and agent, readable by a person listing the root."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", base_url.split("://", 1)[-1]).strip("_")[:60]
+    digest = hashlib.sha256(f"{base_url}\n{agent_name}".encode()).hexdigest()[:12]
+    return default_queue_root() / f"{slug}--{agent_name}--{digest}"
