@@ -1,0 +1,582 @@
+"""The FastAPI application: the Agents Bar v1 API plus the streaming extension (``docs/protocol.md``).
+
+Bodies of the hot paths (``/steps``, ``/act``) are read raw and parsed with orjson rather than
+through pydantic models: for a batch of 2000 steps, model validation costs more than everything
+else together. Every client error is answered as ``{"detail": "<text>", ...}`` with a 4xx status;
+a 500 means a bug in this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from agents_bar_stream.protocol import (
+    API_PREFIX,
+    PROTOCOL_VERSION,
+    SUPPORTED_MODELS,
+    StepInvalid,
+    is_discrete,
+    is_valid_agent_name,
+    is_valid_producer_id,
+    validate_step,
+)
+from agents_bar_stream.server import learner as learner_mod
+from agents_bar_stream.server.learner import (
+    ConfigError,
+    Learners,
+    NetworkFormatError,
+    validate_config,
+)
+from agents_bar_stream.server.security import (
+    TokenSigner,
+    hash_password,
+    load_or_create_secret,
+    verify_password,
+)
+from agents_bar_stream.server.store import AgentExists, AgentRow, SequenceGap, Store
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_MAX_BATCH_STEPS",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_TOKEN_TTL",
+    "create_app",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_STEPS = 10_000
+DEFAULT_MAX_BATCH_BYTES = 8 * 2**20  # 8 MiB
+DEFAULT_MAX_BODY_BYTES = 64 * 2**20  # any other body (snapshots are the big ones)
+DEFAULT_TOKEN_TTL = 24 * 3600.0  # seconds
+MAX_SMALL_BODY = 1 * 2**20  # login, create, act, step
+MAX_LOG_PAGE = 10_000
+SNAPSHOT_BUFFER_STEPS = 1000  # the most recent steps a snapshot carries as its buffer
+_BUFFER_FORMAT = "agents-bar-stream/steps-v1"
+# Bodies over the limit are still read (and dropped) up to this many bytes before answering 413:
+# a client that is still sending when the server closes the connection sees a reset instead of
+# the 413 that tells it to split the batch.
+_DRAIN_LIMIT = 256 * 2**20
+
+
+class APIError(Exception):
+    """Raised anywhere below a route; becomes ``{"detail": ..., **extra}`` with ``status``."""
+
+    def __init__(self, status: int, detail: str, *, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def _validation_text(errors: Iterable[Mapping[str, Any]]) -> str:
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+@dataclass
+class _Settings:
+    max_batch_steps: int
+    max_batch_bytes: int
+    max_body_bytes: int
+
+
+class _State:
+    def __init__(self, store: Store, signer: TokenSigner, learners: Learners, settings: _Settings) -> None:
+        self.store = store
+        self.signer = signer
+        self.learners = learners
+        self.settings = settings
+
+
+# -- request helpers -----------------------------------------------------------------------------
+
+
+async def _read_body(request: Request, limit: int, *, too_large: dict[str, Any] | None = None) -> bytes:
+    """The raw body, or a 413 when it is over ``limit`` bytes (by Content-Length or as it streams)."""
+
+    def fail() -> APIError:
+        return APIError(413, f"request body is over the limit of {limit} bytes", **(too_large or {}))
+
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                await _drain(request)
+                raise fail()
+        except ValueError:
+            raise APIError(400, "bad Content-Length header") from None
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            await _drain(request)
+            raise fail()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _drain(request: Request) -> None:
+    seen = 0
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > _DRAIN_LIMIT:
+                return
+    except Exception:  # noqa: BLE001 - the client went away or the stream was consumed: nothing to drain
+        return
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body:
+        raise APIError(422, "the request body is empty; a JSON value is expected")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(422, f"the request body is not valid JSON: {exc}") from None
+
+
+def _b64decode(field: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise APIError(422, f"{field} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(422, f"{field} is not valid base64") from None
+
+
+def _check_obs(value: Any, size: int) -> list:
+    if type(value) is not list:
+        raise APIError(422, f"the observation must be a JSON list of {size} numbers, got {type(value).__name__}")
+    if len(value) != size:
+        raise APIError(422, f"the observation must have {size} numbers, got {len(value)}")
+    for i, v in enumerate(value):
+        t = type(v)
+        if t is float:
+            if not math.isfinite(v):
+                raise APIError(422, f"observation[{i}] is not finite")
+        elif t is not int:
+            raise APIError(422, f"observation[{i}] must be a number, got {t.__name__}")
+    return value
+
+
+def _agent_json(row: AgentRow, learners: Learners, steps_received: int | None = None) -> dict[str, Any]:
+    runtime = learners.peek(row.id)
+    return {
+        "name": row.name,
+        "model": row.model,
+        "description": row.description,
+        "config": row.config,
+        "is_active": row.is_active,
+        "steps_received": row.steps_received if steps_received is None else steps_received,
+        "steps_learned": runtime.cursor if runtime is not None else 0,
+        "created_at": row.created_at,
+    }
+
+
+# -- the application -----------------------------------------------------------------------------
+
+
+def create_app(
+    data_dir: Path,
+    *,
+    users: Sequence[tuple[str, str]] = (),
+    token_ttl: float = DEFAULT_TOKEN_TTL,
+    max_batch_steps: int = DEFAULT_MAX_BATCH_STEPS,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    synchronous: str = "FULL",
+    learn: bool = True,
+    save_interval: float = learner_mod.DEFAULT_SAVE_INTERVAL,
+) -> FastAPI:
+    """The server application over ``data_dir`` (created when missing).
+
+    ``users`` are ``(name, password)`` accounts created, or given that password, at once.
+    Learner threads start with the application's lifespan and stop (saving weights) with it.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(data_dir / "agents-bar.sqlite3", synchronous=synchronous)
+    for name, password in users:
+        if not name or ":" in name:
+            raise ValueError(f"bad user name {name!r}")
+        store.set_user(name, hash_password(password))
+    signer = TokenSigner(load_or_create_secret(data_dir), ttl=token_ttl)
+    learners = Learners(store, data_dir, learn=learn, save_interval=save_interval)
+    state = _State(store, signer, learners, _Settings(max_batch_steps, max_batch_bytes, max_body_bytes))
+    # A fixed hash to check against when the user does not exist, so that a login for an unknown
+    # name takes as long as one with a wrong password.
+    dummy_hash = hash_password("not a password")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(learners.start_all)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(learners.close)
+            store.close()
+
+    app = FastAPI(title="Agents Bar (agents-bar-stream)", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.abs = state
+
+    # -- errors -------------------------------------------------------------------------------
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        return _json({"detail": exc.detail, **exc.extra}, exc.status, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _json({"detail": _validation_text(exc.errors())}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _json({"detail": str(exc.detail)}, exc.status_code, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _json({"detail": "internal server error"}, 500)
+
+    # -- auth ---------------------------------------------------------------------------------
+
+    def _user(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise APIError(401, "not authenticated: send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
+        username = signer.verify(token.strip())
+        if username is None:
+            raise APIError(
+                401,
+                "the access token is invalid or has expired; log in again",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return username
+
+    def _agent(user: str, name: str) -> AgentRow:
+        row = store.get_agent(user, name) if is_valid_agent_name(name) else None
+        if row is None:
+            raise APIError(404, f"agent {name!r} not found")
+        return row
+
+    def _runtime(row: AgentRow) -> learner_mod.AgentRuntime:
+        try:
+            return learners.get(row)
+        except RuntimeError as exc:
+            raise APIError(503, str(exc), headers={"Retry-After": "1"}) from None
+
+    p = API_PREFIX
+
+    @app.post(p + "/login/access-token")
+    async def login(request: Request) -> Response:
+        body = await _read_body(request, 64 * 1024)
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form()
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        else:
+            try:
+                fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+            except UnicodeDecodeError:
+                raise APIError(422, "the form is not valid UTF-8") from None
+        username, password = fields.get("username"), fields.get("password")
+        if not username or password is None:
+            raise APIError(422, "form fields 'username' and 'password' are required (application/x-www-form-urlencoded)")
+        stored = store.password_hash(username)
+        ok = await run_in_threadpool(verify_password, password, stored or dummy_hash)
+        if not (ok and stored):
+            raise APIError(400, "incorrect username or password")
+        return _json({"access_token": signer.issue(username), "token_type": "bearer"})
+
+    # -- Part 1 ---------------------------------------------------------------------------------
+
+    @app.get(p + "/agents/")
+    @app.get(p + "/agents", include_in_schema=False)
+    async def list_agents(request: Request) -> Response:
+        user = _user(request)
+        rows = store.list_agents(user)
+        return _json([_agent_json(r, learners) for r in rows])
+
+    @app.post(p + "/agents/")
+    @app.post(p + "/agents", include_in_schema=False)
+    async def create_agent(request: Request) -> Response:
+        user = _user(request)
+        doc = _parse_json(await _read_body(request, MAX_SMALL_BODY))
+        if not isinstance(doc, dict):
+            raise APIError(422, "the body must be a JSON object with name, model and config")
+        name = doc.get("name")
+        if not is_valid_agent_name(name):
+            raise APIError(422, "name must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit")
+        model = doc.get("model")
+        if not isinstance(model, str) or model.lower() not in SUPPORTED_MODELS:
+            raise APIError(422, f"unknown model {model!r}; supported: {', '.join(SUPPORTED_MODELS)}")
+        model = model.lower()
+        description = doc.get("description")
+        if description is not None and (not isinstance(description, str) or len(description) > 10_000):
+            raise APIError(422, "description must be a string of at most 10000 characters, or null")
+        is_active = doc.get("is_active", True)
+        if not isinstance(is_active, bool):
+            raise APIError(422, "is_active must be true or false")
+        try:
+            config = validate_config(model, doc.get("config"))
+        except ConfigError as exc:
+            raise APIError(422, str(exc)) from None
+        try:
+            row = store.create_agent(
+                owner=user, name=name, model=model, description=description, config=config, is_active=is_active
+            )
+        except AgentExists:
+            raise APIError(409, f"an agent named {name!r} already exists") from None
+        try:
+            await run_in_threadpool(learners.get, row)
+        except Exception as exc:
+            # The hyperparameters passed our checks but the library refused them: undo the create.
+            logger.warning("agent %s: cannot build %s", row.id, model, exc_info=True)
+            store.delete_agent(row.id)
+            learners.remove(row.id)
+            raise APIError(422, f"the {model} agent cannot be built with this config: {exc}") from None
+        return _json(_agent_json(row, learners), 201)
+
+    @app.get(p + "/agents/{name}")
+    async def get_agent(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        return _json(_agent_json(row, learners))
+
+    @app.delete(p + "/agents/{name}")
+    async def delete_agent(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        store.delete_agent(row.id)
+        await run_in_threadpool(learners.remove, row.id)
+        return _json({"detail": f"agent {name!r} deleted"}, 202)
+
+    @app.post(p + "/agents/{name}/act")
+    async def act(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        raw_noise = request.query_params.get("noise", "0")
+        try:
+            noise = float(raw_noise)
+        except ValueError:
+            raise APIError(422, f"noise must be a number, got {raw_noise!r:.40}") from None
+        if not (math.isfinite(noise) and noise >= 0):
+            raise APIError(422, "noise must be a finite number >= 0")
+        obs = _check_obs(_parse_json(await _read_body(request, MAX_SMALL_BODY)), row.config["obs_size"])
+        runtime = _runtime(row)
+        action = await run_in_threadpool(runtime.act, obs, noise)
+        return _json({"action": action})
+
+    @app.post(p + "/agents/{name}/step")
+    async def step(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        doc = _parse_json(await _read_body(request, MAX_SMALL_BODY))
+        if not isinstance(doc, dict) or "step_data" not in doc:
+            raise APIError(422, 'the body must be {"step_data": step}')
+        data = doc["step_data"]
+        try:
+            validate_step(
+                data, obs_size=row.config["obs_size"], action_size=row.config["action_size"], discrete=is_discrete(row.model)
+            )
+        except StepInvalid as exc:
+            raise APIError(422, f"invalid step: {exc}") from None
+        try:
+            position = await run_in_threadpool(store.append_step, row.id, data)
+        except LookupError:
+            raise APIError(404, f"agent {name!r} not found") from None
+        runtime = learners.peek(row.id)
+        if runtime is not None:
+            runtime.notify()
+        return _json({"detail": "step accepted", "position": position})
+
+    @app.get(p + "/agents/{name}/loss")
+    async def loss(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        return _json(_runtime(row).loss())
+
+    @app.get(p + "/snapshots/{name}")
+    async def get_snapshot(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        runtime = _runtime(row)
+
+        def build() -> dict[str, Any]:
+            network = runtime.network_bytes()
+            total = store.steps_received(row.id)
+            start = max(total - SNAPSHOT_BUFFER_STEPS, 0)
+            steps = [s for _p, _q, s in store.read_log(row.id, start, SNAPSHOT_BUFFER_STEPS)]
+            buffer = orjson.dumps({"format": _BUFFER_FORMAT, "steps": steps})
+            config = orjson.dumps({"model": row.model, **row.config})
+            return {
+                "model": row.model,
+                "obs_size": row.config["obs_size"],
+                "action_size": row.config["action_size"],
+                "encoded_config": base64.b64encode(config).decode("ascii"),
+                "encoded_network": base64.b64encode(network).decode("ascii"),
+                "encoded_buffer": base64.b64encode(buffer).decode("ascii"),
+            }
+
+        return _json(await run_in_threadpool(build))
+
+    @app.post(p + "/snapshots/{name}")
+    async def post_snapshot(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        doc = _parse_json(await _read_body(request, state.settings.max_body_bytes))
+        fields = ("model", "obs_size", "action_size", "encoded_config", "encoded_network", "encoded_buffer")
+        if not isinstance(doc, dict) or any(k not in doc for k in fields):
+            raise APIError(422, f"a snapshot is an object with {', '.join(fields)}")
+        if not isinstance(doc["model"], str) or doc["model"].lower() != row.model:
+            raise APIError(422, f"snapshot model {doc['model']!r} does not match the agent's ({row.model})")
+        for key in ("obs_size", "action_size"):
+            if doc[key] != row.config[key] or type(doc[key]) is not int:
+                raise APIError(422, f"snapshot {key} {doc[key]!r} does not match the agent's ({row.config[key]})")
+        config_bytes = _b64decode("encoded_config", doc["encoded_config"])
+        network = _b64decode("encoded_network", doc["encoded_network"])
+        buffer_bytes = _b64decode("encoded_buffer", doc["encoded_buffer"])
+        # Every part is JSON or a torch zip read with weights_only: nothing a client sends is unpickled.
+        if config_bytes:
+            try:
+                config = orjson.loads(config_bytes)
+            except orjson.JSONDecodeError:
+                raise APIError(422, "encoded_config must be base64 of a JSON object (pickles are refused)") from None
+            if not isinstance(config, dict):
+                raise APIError(422, "encoded_config must be base64 of a JSON object")
+        if buffer_bytes:
+            try:
+                buffer = orjson.loads(buffer_bytes)
+            except orjson.JSONDecodeError:
+                raise APIError(422, "encoded_buffer must be base64 of JSON (pickles are refused)") from None
+            steps = buffer.get("steps") if isinstance(buffer, dict) else None
+            if not isinstance(steps, list):
+                raise APIError(422, f'encoded_buffer must be JSON {{"format": "{_BUFFER_FORMAT}", "steps": [...]}}')
+            for i, s in enumerate(steps):
+                try:
+                    validate_step(
+                        s, obs_size=row.config["obs_size"], action_size=row.config["action_size"], discrete=is_discrete(row.model)
+                    )
+                except StepInvalid as exc:
+                    raise APIError(422, f"encoded_buffer step {i} is invalid: {exc}", index=i) from None
+        runtime = _runtime(row)
+        if network:
+            try:
+                await run_in_threadpool(runtime.load_network_bytes, network)
+            except NetworkFormatError as exc:
+                raise APIError(422, str(exc)) from None
+        return _json({"detail": "snapshot loaded"})
+
+    # -- Part 2 ---------------------------------------------------------------------------------
+
+    @app.get(p + "/stream/info")
+    async def stream_info() -> Response:
+        return _json(
+            {"protocol": PROTOCOL_VERSION, "max_batch_steps": state.settings.max_batch_steps, "max_batch_bytes": state.settings.max_batch_bytes}
+        )
+
+    @app.post(p + "/agents/{name}/steps")
+    async def post_steps(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        limits = {"max_batch_steps": state.settings.max_batch_steps, "max_batch_bytes": state.settings.max_batch_bytes}
+        body = await _read_body(request, state.settings.max_batch_bytes, too_large=limits)
+        result = await run_in_threadpool(_apply_steps, state, row, body, limits)
+        runtime = learners.peek(row.id)
+        if runtime is not None and result["applied"]:
+            runtime.notify()
+        return _json(result)
+
+    @app.get(p + "/agents/{name}/steps")
+    async def get_steps(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        start = _int_param(request, "start", 0, 0, 2**62)
+        limit = _int_param(request, "limit", 1000, 1, MAX_LOG_PAGE)
+
+        def page() -> bytes:
+            entries = store.read_log(row.id, start, limit)
+            total = store.steps_received(row.id)
+            end = start + len(entries)
+            nxt = end if end < total else None
+            steps = [{"producer_id": p_, "seq": q, "step": s} for p_, q, s in entries]
+            return orjson.dumps({"steps": steps, "next": nxt})
+
+        return Response(await run_in_threadpool(page), media_type="application/json")
+
+    @app.get(p + "/agents/{name}/producers/{producer_id}")
+    async def get_producer(name: str, producer_id: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        if not is_valid_producer_id(producer_id):
+            raise APIError(422, "producer_id must be 1 to 64 characters of [A-Za-z0-9_-]")
+        return _json({"acked_seq": store.acked_seq(row.id, producer_id)})
+
+    return app
+
+
+def _int_param(request: Request, key: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise APIError(422, f"{key} must be an integer, got {raw!r:.40}") from None
+    if not low <= value <= high:
+        raise APIError(422, f"{key} must be between {low} and {high}")
+    return value
+
+
+def _apply_steps(state: _State, row: AgentRow, body: bytes, limits: dict[str, int]) -> dict[str, int]:
+    """Parse, check and apply one ``POST /steps`` body, in the order of the protocol's table."""
+    doc = _parse_json(body)
+    if not isinstance(doc, dict):
+        raise APIError(422, 'the body must be {"producer_id", "first_seq", "steps"}')
+    producer_id = doc.get("producer_id")
+    if not is_valid_producer_id(producer_id):
+        raise APIError(422, "producer_id must be 1 to 64 characters of [A-Za-z0-9_-]")
+    first_seq = doc.get("first_seq")
+    if type(first_seq) is not int or first_seq < 0:
+        raise APIError(422, "first_seq must be an integer >= 0")
+    steps = doc.get("steps")
+    if type(steps) is not list or not steps:
+        raise APIError(422, "steps must be a non-empty list")
+    if len(steps) > state.settings.max_batch_steps:
+        raise APIError(413, f"{len(steps)} steps is over the limit of {state.settings.max_batch_steps} per batch", **limits)
+    acked = state.store.acked_seq(row.id, producer_id)
+    if first_seq > acked + 1:
+        raise APIError(409, f"sequence gap: first_seq is {first_seq}, expected {acked + 1}", expected_seq=acked + 1)
+    obs_size, action_size, discrete = row.config["obs_size"], row.config["action_size"], is_discrete(row.model)
+    for i, step in enumerate(steps):
+        try:
+            validate_step(step, obs_size=obs_size, action_size=action_size, discrete=discrete)
+        except StepInvalid as exc:
+            raise APIError(422, f"step {i} (seq {first_seq + i}) is invalid: {exc}", index=i) from None
+    try:
+        acked_seq, applied, duplicates = state.store.append_batch(row.id, producer_id, first_seq, steps)
+    except SequenceGap as gap:  # another request of the same producer got in first
+        raise APIError(
+            409, f"sequence gap: first_seq is {first_seq}, expected {gap.expected_seq}", expected_seq=gap.expected_seq
+        ) from None
+    except LookupError:
+        raise APIError(404, f"agent {row.name!r} not found") from None
+    return {"acked_seq": acked_seq, "applied": applied, "duplicates": duplicates}
+

@@ -1,0 +1,475 @@
+"""ai-traineree agents, one learner thread per agent, and their weights on disk.
+
+Learning is decoupled from ingestion: ``POST /steps`` only appends to the durable log (see
+``store.py``); each agent's learner thread reads the log beyond its cursor and feeds
+``agent.step`` at whatever pace the CPU allows. The cursor is saved with the weights, so after
+a restart learning resumes where the last save left it (the few steps learned after that save
+are learned again: learning is at-least-once, delivery stays exactly-once).
+
+``act`` and the learner share the agent under one lock per agent: torch modules are not safe to
+run forward and backward passes on from two threads at once.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents_bar_stream.protocol import is_discrete
+from agents_bar_stream.server.store import AgentRow, Store
+
+__all__ = ["AgentRuntime", "ConfigError", "Learners", "NetworkFormatError", "validate_config"]
+
+logger = logging.getLogger(__name__)
+
+# The server shares a small machine with its clients: one torch thread per process is plenty for
+# these networks, and more only makes the learners fight the request threads for the cores.
+torch.set_num_threads(1)
+
+MAX_OBS_SIZE = 4096
+MAX_ACTION_SIZE = 1024
+#: Steps the learner reads from the log per query.
+LEARN_CHUNK = 256
+#: Seconds between weight saves of an agent that has learned something since the last one.
+DEFAULT_SAVE_INTERVAL = 30.0
+_TORCH_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class ConfigError(ValueError):
+    """A bad agent config or hyperparameter; the message is the ``detail`` of a 422."""
+
+
+class NetworkFormatError(ValueError):
+    """Network bytes that are not a torch state dict of this agent (or are a pickle)."""
+
+
+# -- hyperparameters -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Param:
+    kind: str  # "float", "int", "bool" or "layers"
+    low: float = -math.inf
+    high: float = math.inf
+
+    def check(self, name: str, value: Any) -> Any:
+        if self.kind == "bool":
+            if type(value) is not bool:
+                raise ConfigError(f"config.{name} must be true or false")
+            return value
+        if self.kind == "layers":
+            if type(value) is not list or not 1 <= len(value) <= 4 or any(type(v) is not int for v in value):
+                raise ConfigError(f"config.{name} must be a list of 1 to 4 integers")
+            if any(not 1 <= v <= 1024 for v in value):
+                raise ConfigError(f"config.{name}: each layer must have 1 to 1024 units")
+            return list(value)
+        if type(value) is bool or not isinstance(value, (int, float)):
+            raise ConfigError(f"config.{name} must be a number")
+        if self.kind == "int":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ConfigError(f"config.{name} must be an integer")
+                value = int(value)
+        elif not math.isfinite(value):
+            raise ConfigError(f"config.{name} must be finite")
+        if not self.low <= value <= self.high:
+            raise ConfigError(f"config.{name} must be between {self.low:g} and {self.high:g}")
+        return int(value) if self.kind == "int" else float(value)
+
+
+_UNIT = _Param("float", 0.0, 1.0)
+_LR = _Param("float", 1e-8, 1.0)
+_GRAD = _Param("float", 1e-6, 1e6)
+_COMMON = {
+    "seed": _Param("int", 0, 2**31 - 1),
+    "gamma": _UNIT,
+    "hidden_layers": _Param("layers"),
+    "batch_size": _Param("int", 1, 4096),
+}
+_REPLAY = {
+    "tau": _UNIT,
+    "buffer_size": _Param("int", 1, 1_000_000),
+    "warm_up": _Param("int", 0, 1_000_000),
+    "update_freq": _Param("int", 1, 10_000),
+    "number_updates": _Param("int", 1, 100),
+}
+_Q = {**_COMMON, **_REPLAY, "lr": _LR, "max_grad_norm": _GRAD, "using_double_q": _Param("bool"), "n_steps": _Param("int", 1, 100)}
+HYPERPARAMETERS: dict[str, dict[str, _Param]] = {
+    "dqn": _Q,
+    "rainbow": {**_Q, "v_min": _Param("float", -1e6, 1e6), "v_max": _Param("float", -1e6, 1e6), "num_atoms": _Param("int", 2, 201)},
+    "ddpg": {
+        **_COMMON,
+        **_REPLAY,
+        "actor_lr": _LR,
+        "critic_lr": _LR,
+        "max_grad_norm_actor": _GRAD,
+        "max_grad_norm_critic": _GRAD,
+        "noise_sigma": _Param("float", 0.0, 100.0),
+        "noise_scale": _Param("float", 0.0, 100.0),
+    },
+    "ppo": {
+        **_COMMON,
+        "actor_lr": _LR,
+        "critic_lr": _LR,
+        "using_gae": _Param("bool"),
+        "gae_lambda": _UNIT,
+        "ppo_ratio_clip": _Param("float", 0.0, 10.0),
+        "using_kl_div": _Param("bool"),
+        "kl_beta": _Param("float", 0.0, 100.0),
+        "target_kl": _Param("float", 0.0, 100.0),
+        "num_epochs": _Param("int", 1, 100),
+        "rollout_length": _Param("int", 1, 100_000),
+        "actor_number_updates": _Param("int", 1, 100),
+        "critic_number_updates": _Param("int", 1, 100),
+        "entropy_loss_weight": _Param("float", 0.0, 100.0),
+        "max_grad_norm_actor": _GRAD,
+        "max_grad_norm_critic": _GRAD,
+    },
+}
+
+
+def validate_config(model: str, config: Any) -> dict[str, Any]:
+    """The checked config of a new agent: ``obs_size``, ``action_size`` and known hyperparameters.
+
+    Raises :class:`ConfigError` (a 422) naming the first bad or unknown key.
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError("config must be an object with obs_size and action_size")
+    allowed = HYPERPARAMETERS[model]
+    out: dict[str, Any] = {}
+    for key, limit in (("obs_size", MAX_OBS_SIZE), ("action_size", MAX_ACTION_SIZE)):
+        value = config.get(key)
+        if type(value) is not int or not 1 <= value <= limit:
+            raise ConfigError(f"config.{key} must be an integer between 1 and {limit}")
+        out[key] = value
+    if model in ("dqn", "rainbow") and out["action_size"] < 2:
+        raise ConfigError("config.action_size of a discrete agent must be at least 2")
+    for key, value in config.items():
+        if key in out:
+            continue
+        param = allowed.get(key)
+        if param is None:
+            raise ConfigError(f"config.{key} is not a hyperparameter of {model} (known: {', '.join(sorted(allowed))})")
+        out[key] = param.check(key, value)
+    if model == "ppo" and out.get("batch_size", 1) > out.get("rollout_length", 48):
+        raise ConfigError("config.batch_size of ppo cannot exceed rollout_length")
+    if model == "rainbow" and out.get("v_min", -10.0) >= out.get("v_max", 10.0):
+        raise ConfigError("config.v_min must be below v_max")
+    return out
+
+
+def build_agent(model: str, config: Mapping[str, Any]):
+    """A fresh ai-traineree agent for a config that :func:`validate_config` accepted."""
+    from aitraineree.types import DataSpace
+
+    obs_space = DataSpace(dtype="float", shape=(config["obs_size"],))
+    hyper = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k not in ("obs_size", "action_size")}
+    hyper["device"] = "cpu"
+    if is_discrete(model):
+        action_space = DataSpace.from_int(config["action_size"])
+    else:
+        action_space = DataSpace(dtype="float", shape=(config["action_size"],), low=-1.0, high=1.0)
+    if model == "dqn":
+        from aitraineree.agents.dqn import DQNAgent as cls
+    elif model == "rainbow":
+        from aitraineree.agents.rainbow import RainbowAgent as cls
+    elif model == "ddpg":
+        from aitraineree.agents.ddpg import DDPGAgent as cls
+    elif model == "ppo":
+        from aitraineree.agents.ppo import PPOAgent as cls
+    else:
+        raise ConfigError(f"unknown model {model!r}")
+    return cls(obs_space, action_space, **hyper)
+
+
+def _network_state(agent) -> dict[str, dict[str, torch.Tensor]]:
+    return {k: {n: t.detach().clone() for n, t in v.items()} for k, v in agent.get_network_state().net.items()}
+
+
+def encode_network(net: Mapping[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(dict(net), buf)
+    return buf.getvalue()
+
+
+def decode_network(data: bytes) -> dict[str, dict[str, torch.Tensor]]:
+    """Read a torch state dict without ever running a pickle from the outside world.
+
+    Only torch's zip format is taken, and it is read with ``weights_only=True``, whose unpickler
+    knows tensors and plain containers and refuses every other global (so a ``__reduce__`` payload
+    never runs). A bare pickle is refused before torch even sees it.
+    """
+    if not data.startswith(_TORCH_ZIP_MAGIC):
+        raise NetworkFormatError("encoded_network is not a torch.save() zip archive (pickles are refused)")
+    try:
+        net = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, zip and EOF errors...
+        raise NetworkFormatError(f"encoded_network could not be read as a state dict: {exc}".splitlines()[0][:300]) from None
+    if not isinstance(net, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())
+        for k, v in net.items()
+    ):
+        raise NetworkFormatError("encoded_network must be a dict of module state dicts")
+    return net
+
+
+# -- one agent at run time -----------------------------------------------------------------------
+
+
+class AgentRuntime:
+    """An agent object, its lock, its learner thread and its weights file."""
+
+    def __init__(self, row: AgentRow, store: Store, weights_dir: Path, *, learn: bool, save_interval: float) -> None:
+        self.id = row.id
+        self.model = row.model
+        self.config = row.config
+        self.discrete = is_discrete(row.model)
+        self._store = store
+        self._weights_path = weights_dir / f"agent-{row.id}.pt"
+        self._learn = learn
+        self._save_interval = save_interval
+        self.lock = threading.Lock()
+        self.agent = build_agent(row.model, row.config)
+        self.cursor = 0  # log position of the next step to learn
+        self.learn_errors = 0
+        self._saved_cursor = -1
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._load_weights()
+
+    # weights
+
+    def _load_weights(self) -> None:
+        if not self._weights_path.exists():
+            return
+        try:
+            saved = torch.load(self._weights_path, map_location="cpu", weights_only=True)
+            self._set_network(saved["network"])
+            self.cursor = int(saved["cursor"])
+            self._saved_cursor = self.cursor
+        except Exception:
+            # A damaged file must not keep the server (and every other agent) from starting:
+            # the agent starts from fresh weights and relearns the whole log.
+            logger.exception("agent %s: cannot load %s, starting from fresh weights", self.id, self._weights_path)
+            self.cursor = 0
+
+    def save(self) -> None:
+        """Write weights and cursor atomically (temp file, fsync, rename)."""
+        with self.lock:
+            payload = {"network": _network_state(self.agent), "cursor": self.cursor, "model": self.model}
+        cursor = payload["cursor"]
+        tmp = self._weights_path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._weights_path)
+        self._saved_cursor = cursor
+
+    def delete_files(self) -> None:
+        for path in (self._weights_path, self._weights_path.with_suffix(".tmp")):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _set_network(self, net: Mapping[str, Any]) -> None:
+        from aitraineree.types import NetworkState
+
+        self.agent.set_network(NetworkState(net=dict(net)))
+
+    def network_bytes(self) -> bytes:
+        with self.lock:
+            net = _network_state(self.agent)
+        return encode_network(net)
+
+    def load_network_bytes(self, data: bytes) -> None:
+        """Replace the weights from :func:`decode_network` bytes; raises :class:`NetworkFormatError`."""
+        net = decode_network(data)
+        with self.lock:
+            backup = _network_state(self.agent)
+            try:
+                self._set_network(net)
+            except Exception as exc:  # noqa: BLE001 - load_state_dict raises RuntimeError, KeyError, ...
+                self._set_network(backup)
+                raise NetworkFormatError(f"encoded_network does not fit this agent: {exc}".splitlines()[0][:300]) from None
+        self._saved_cursor = -1  # force the next save
+
+    # acting
+
+    def act(self, obs: list[float], noise: float) -> list:
+        from aitraineree.types.experience import Experience
+
+        with self.lock:
+            exp = self.agent.act(Experience(obs=obs), noise)
+        action = exp.action
+        if self.discrete:
+            return [int(action)]
+        values = action.tolist() if hasattr(action, "tolist") else list(action)
+        if values and isinstance(values[0], list):  # a batch of one
+            values = values[0]
+        return [float(v) for v in values]
+
+    def loss(self) -> dict[str, float]:
+        """The agent's latest losses; names whose value is not known yet (NaN) are left out."""
+        with self.lock:
+            raw = dict(self.agent.loss)
+        out = {}
+        for key, value in raw.items():
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                out[str(key)] = value
+        return out
+
+    # learning
+
+    def _experience(self, step: Mapping[str, Any]):
+        from aitraineree.types.experience import Experience
+
+        action = step["action"]
+        exp = Experience(
+            obs=step["obs"],
+            action=int(action[0]) if self.discrete else [float(a) for a in action],
+            reward=float(step["reward"]),
+            next_obs=step["next_obs"],
+            done=bool(step["done"]),
+        )
+        if self.model == "ppo":
+            # PPO learns from the log probability and value estimate of the action taken; the log
+            # only has the action, so compute them with the current policy (as acting would have).
+            agent = self.agent
+            with torch.no_grad():
+                t_obs = torch.tensor(step["obs"], dtype=torch.float32).unsqueeze(0)
+                agent.policy(agent.actor.act(t_obs))
+                logprob = agent.policy.log_prob(torch.tensor([exp.action], dtype=torch.float32))
+                value = agent.critic.act(t_obs)
+            exp.update(logprob=logprob.reshape(1), value=value.reshape(1, 1))
+        return exp
+
+    def learn_available(self, max_steps: int = LEARN_CHUNK) -> int:
+        """Feed up to ``max_steps`` new logged steps to the agent; returns how many were read."""
+        entries = self._store.read_log(self.id, self.cursor, max_steps)
+        for _producer, _seq, step in entries:
+            if self._stop.is_set():
+                break
+            try:
+                with self.lock:
+                    self.agent.step(self._experience(step))
+            except Exception:
+                # One step the agent chokes on must not stop learning from the rest (nor kill the thread).
+                self.learn_errors += 1
+                logger.warning("agent %s: learning from log position %s failed", self.id, self.cursor, exc_info=True)
+            self.cursor += 1
+        return len(entries)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None and self._learn:
+            self._thread = threading.Thread(target=self._run, name=f"learner-{self.id}", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        last_save = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                read = self.learn_available()
+                if time.monotonic() - last_save >= self._save_interval and self.cursor != self._saved_cursor:
+                    self.save()
+                    last_save = time.monotonic()
+                if read == 0:
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                else:
+                    # Let request threads at the GIL between chunks.
+                    time.sleep(0.001)
+            except Exception:
+                logger.exception("agent %s: learner error; retrying in 1 s", self.id)
+                self._stop.wait(1.0)
+
+    def stop(self, *, save: bool = True, timeout: float = 10.0) -> None:
+        """Stop the learner thread (within ``timeout``) and, when asked, save weights and cursor."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("agent %s: learner did not stop within %.0f s", self.id, timeout)
+        if save:
+            try:
+                self.save()
+            except Exception:
+                logger.exception("agent %s: saving weights failed", self.id)
+
+
+class Learners:
+    """Every agent's :class:`AgentRuntime`, keyed by agent id; built lazily on first use."""
+
+    def __init__(self, store: Store, data_dir: Path, *, learn: bool = True, save_interval: float = DEFAULT_SAVE_INTERVAL) -> None:
+        self._store = store
+        self._dir = Path(data_dir) / "weights"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._learn = learn
+        self._save_interval = save_interval
+        self._runtimes: dict[int, AgentRuntime] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start_all(self) -> None:
+        for row in self._store.list_agents():
+            try:
+                self.get(row)
+            except Exception:
+                logger.exception("agent %s (%s/%s) could not be loaded", row.id, row.owner, row.name)
+
+    def get(self, row: AgentRow) -> AgentRuntime:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("server is shutting down")
+            runtime = self._runtimes.get(row.id)
+            if runtime is None:
+                runtime = AgentRuntime(row, self._store, self._dir, learn=self._learn, save_interval=self._save_interval)
+                self._runtimes[row.id] = runtime
+                runtime.start()
+            return runtime
+
+    def peek(self, agent_id: int) -> AgentRuntime | None:
+        return self._runtimes.get(agent_id)
+
+    def remove(self, agent_id: int) -> None:
+        with self._lock:
+            runtime = self._runtimes.pop(agent_id, None)
+        if runtime is not None:
+            runtime.stop(save=False)
+            runtime.delete_files()
+        else:
+            (self._dir / f"agent-{agent_id}.pt").unlink(missing_ok=True)
+
+    def close(self, timeout: float = 20.0) -> None:
+        """Stop every learner and save every agent's weights; idempotent."""
+        with self._lock:
+            self._closed = True
+            runtimes = list(self._runtimes.values())
+            self._runtimes.clear()
+        for runtime in runtimes:
+            runtime._stop.set()
+            runtime._wake.set()
+        per = timeout / max(len(runtimes), 1)
+        for runtime in runtimes:
+            runtime.stop(save=True, timeout=per)
+

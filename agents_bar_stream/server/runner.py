@@ -1,0 +1,167 @@
+"""``agents-bar-stream serve``: arguments (import-light) and the uvicorn runner (imports lazily).
+
+``add_arguments`` runs whenever the command line parser is built, so this module imports only
+the standard library at the top; fastapi, uvicorn and torch are imported by ``run_from_args``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from agents_bar_stream.config import env_credentials
+
+__all__ = ["add_arguments", "run_from_args"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"  # never listen beyond this machine unless asked to
+DEFAULT_PORT = 8080
+ENV_DATA_DIR = "AGENTS_BAR_DATA_DIR"
+
+
+def _default_data_dir() -> str:
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "agents-bar-stream", "server")
+
+
+def _user(text: str) -> tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise argparse.ArgumentTypeError("expected NAME:PASSWORD")
+    return name, password
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return value
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` options to ``parser``."""
+    # Defaults of the limits are repeated here (not imported from app.py) to keep this import light.
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir", default=_default_data_dir(), help=f"where the database, weights and signing key live (${ENV_DATA_DIR})"
+    )
+    parser.add_argument("--port-file", help="write the port here once the server answers (useful with --port 0)")
+    parser.add_argument(
+        "--user",
+        action="append",
+        type=_user,
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="ensure this account exists with this password (repeatable); AGENTS_BAR_USERNAME/PASSWORD are added too",
+    )
+    parser.add_argument("--token-ttl", type=_positive(float), default=24 * 3600.0, help="access token lifetime in seconds")
+    parser.add_argument("--max-batch-steps", type=_positive(int), default=10_000, help="most steps per POST /steps")
+    parser.add_argument("--max-batch-bytes", type=_positive(int), default=8 * 2**20, help="largest POST /steps body")
+    parser.add_argument("--max-body-bytes", type=_positive(int), default=64 * 2**20, help="largest snapshot body")
+    parser.add_argument("--save-interval", type=_positive(float), default=30.0, help="seconds between weight saves")
+    parser.add_argument(
+        "--synchronous",
+        choices=["full", "normal"],
+        default="full",
+        help="SQLite synchronous mode: full survives power loss (default); normal only a process crash",
+    )
+    parser.add_argument("--no-learn", dest="learn", action="store_false", help="accept steps but run no learners")
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="(default: %(default)s)"
+    )
+
+
+def _users(args: argparse.Namespace) -> list[tuple[str, str]]:
+    users = list(args.user or [])
+    name, password = env_credentials()
+    if name and password:
+        users.append((name, password))
+    return users
+
+
+def _write_port_file(path: str, port: int) -> None:
+    # Atomic: a reader polling the file never sees it half written.
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the server until SIGTERM or SIGINT; returns the process exit status."""
+    level = getattr(logging, str(args.log_level).upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        import uvicorn
+
+        from agents_bar_stream.server.app import create_app
+    except ImportError as exc:
+        print(f"agents-bar-stream serve: the server needs the 'server' extra ({exc})", file=sys.stderr)
+        return 2
+
+    data_dir = Path(args.data_dir).expanduser()
+    app = create_app(
+        data_dir,
+        users=_users(args),
+        token_ttl=args.token_ttl,
+        max_batch_steps=args.max_batch_steps,
+        max_batch_bytes=args.max_batch_bytes,
+        max_body_bytes=args.max_body_bytes,
+        synchronous=args.synchronous.upper(),
+        learn=args.learn,
+        save_interval=args.save_interval,
+    )
+
+    # Bind the socket ourselves: with --port 0 the kernel picks the port and we learn which; and
+    # SO_REUSEADDR lets a restarted server take the same port while old connections sit in TIME_WAIT.
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says it is TCP; without it every keep-alive response waits ~40 ms for the
+    # client's delayed ACK (headers and body are two writes).
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"agents-bar-stream serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    port = sock.getsockname()[1]
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and args.port_file:
+                _write_port_file(args.port_file, port)
+            logger.info("agents-bar-stream serving on http://%s:%s (data: %s)", args.host, port, data_dir)
+
+    config = uvicorn.Config(
+        app,
+        log_level=args.log_level,
+        access_log=level <= logging.DEBUG,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = _Server(config)
+    # After a graceful shutdown uvicorn raises the signal it caught again, against the handler
+    # that was installed before it; a no-op handler here makes SIGTERM end with status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
+    # uvicorn turns SIGTERM and SIGINT into a graceful shutdown: it stops accepting, finishes the
+    # requests in flight, then runs the lifespan exit, which stops the learners and saves weights.
+    server.run(sockets=[sock])
+    return 0 if server.started else 1

@@ -1,0 +1,367 @@
+"""The server's durable state in one SQLite file (stdlib ``sqlite3``, no ORM).
+
+Tables::
+
+    users      (name, password_hash)
+    agents     (id, owner, name, model, description, config JSON, is_active, steps_received)
+    producers  (agent_id, producer_id, acked_seq)         one row per streaming client queue
+    batches    (agent_id, log_start, producer_id, first_seq, count, data)
+
+``batches`` is the accepted transition log of every agent: one row per accepted slice of a
+``POST /steps`` batch (or per legacy ``POST /step``), ``data`` being the orjson list of its steps.
+``log_start`` is the position of the first of them in the agent's log, so the log reads in order
+and the learner keeps a plain integer cursor into it. One row per batch rather than per step is
+what makes a 100k-step burst cheap: a few dozen inserts instead of 100k.
+
+Writes go through one connection guarded by a lock (SQLite has one writer anyway); each reading
+thread has its own connection, which WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["AgentExists", "AgentRow", "SequenceGap", "Store"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    description TEXT,
+    config BLOB NOT NULL,
+    is_active INTEGER NOT NULL,
+    steps_received INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    UNIQUE (owner, name)
+);
+CREATE TABLE IF NOT EXISTS producers (
+    agent_id INTEGER NOT NULL,
+    producer_id TEXT NOT NULL,
+    acked_seq INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, producer_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    agent_id INTEGER NOT NULL,
+    log_start INTEGER NOT NULL,
+    producer_id TEXT,
+    first_seq INTEGER,
+    count INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (agent_id, log_start)
+) WITHOUT ROWID;
+"""
+
+# The five fields of a wire step; anything else a client sends is dropped before storing (the
+# protocol says servers ignore unknown fields), so the log cannot be bloated with junk.
+_STEP_FIELDS = ("obs", "action", "reward", "next_obs", "done")
+
+
+class AgentExists(Exception):
+    """The owner already has an agent with this name."""
+
+
+class SequenceGap(Exception):
+    """``first_seq`` is beyond ``acked_seq + 1``; ``expected_seq`` says where to resume."""
+
+    def __init__(self, expected_seq: int) -> None:
+        super().__init__(f"expected first_seq {expected_seq}")
+        self.expected_seq = expected_seq
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    id: int
+    owner: str
+    name: str
+    model: str
+    description: str | None
+    config: dict[str, Any]
+    is_active: bool
+    steps_received: int
+    created_at: float
+
+
+_AGENT_COLUMNS = "id, owner, name, model, description, config, is_active, steps_received, created_at"
+
+
+def _agent(row: Sequence[Any]) -> AgentRow:
+    return AgentRow(
+        id=row[0],
+        owner=row[1],
+        name=row[2],
+        model=row[3],
+        description=row[4],
+        config=orjson.loads(row[5]),
+        is_active=bool(row[6]),
+        steps_received=row[7],
+        created_at=row[8],
+    )
+
+
+class Store:
+    """All durable server state; thread-safe.
+
+    ``synchronous`` is SQLite's ``PRAGMA synchronous``. The default ``FULL`` makes every commit
+    wait for the write-ahead log to reach the disk (fsync), so a ``200`` to ``POST /steps`` means
+    the steps survive a power cut or an OS crash, which is what the protocol promises. ``NORMAL``
+    (WAL mode) would still survive a killed server process, but a machine crash could lose the
+    last commits that were already acknowledged; it is offered only for benchmarks.
+    """
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.path = Path(path)
+        self._synchronous = synchronous.upper()
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        # isolation_level=None: no implicit transactions; every write opens BEGIN IMMEDIATE itself,
+        # so the moment of the commit (and of the fsync) is explicit.
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False: the writer is shared by the request threads (under _write_lock)
+        # and close() may run on another thread than the one that opened a reader.
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection; idempotent. Later calls raise ``RuntimeError``."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+            self._writer.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    def _write(self, fn, *args):
+        with self._write_lock:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    # -- users --------------------------------------------------------------------------------
+
+    def set_user(self, name: str, password_hash: str) -> None:
+        """Create the user, or replace its password hash."""
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash",
+                (name, password_hash, time.time()),
+            )
+
+        self._write(tx)
+
+    def password_hash(self, name: str) -> str | None:
+        row = self._reader().execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    # -- agents -------------------------------------------------------------------------------
+
+    def create_agent(
+        self, *, owner: str, name: str, model: str, description: str | None, config: dict[str, Any], is_active: bool
+    ) -> AgentRow:
+        """Insert a new agent; raises :class:`AgentExists` when the owner already has the name."""
+
+        def tx(conn: sqlite3.Connection) -> AgentRow:
+            try:
+                cur = conn.execute(
+                    "INSERT INTO agents (owner, name, model, description, config, is_active, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (owner, name, model, description, orjson.dumps(config), int(is_active), time.time()),
+                )
+            except sqlite3.IntegrityError:
+                raise AgentExists(name) from None
+            row = conn.execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = ?", (cur.lastrowid,)).fetchone()
+            return _agent(row)
+
+        return self._write(tx)
+
+    def get_agent(self, owner: str, name: str) -> AgentRow | None:
+        row = (
+            self._reader()
+            .execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE owner = ? AND name = ?", (owner, name))
+            .fetchone()
+        )
+        return _agent(row) if row else None
+
+    def agent_by_id(self, agent_id: int) -> AgentRow | None:
+        row = self._reader().execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        return _agent(row) if row else None
+
+    def list_agents(self, owner: str | None = None) -> list[AgentRow]:
+        """The owner's agents by name, or every agent (in creation order) when ``owner`` is None."""
+        if owner is None:
+            rows = self._reader().execute(f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY id").fetchall()
+        else:
+            rows = (
+                self._reader()
+                .execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE owner = ? ORDER BY name", (owner,))
+                .fetchall()
+            )
+        return [_agent(r) for r in rows]
+
+    def delete_agent(self, agent_id: int) -> bool:
+        """Delete the agent, its producers and its log in one transaction."""
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+            conn.execute("DELETE FROM producers WHERE agent_id = ?", (agent_id,))
+            conn.execute("DELETE FROM batches WHERE agent_id = ?", (agent_id,))
+            return cur.rowcount > 0
+
+        return self._write(tx)
+
+    # -- the transition log -------------------------------------------------------------------
+
+    def acked_seq(self, agent_id: int, producer_id: str) -> int:
+        row = (
+            self._reader()
+            .execute("SELECT acked_seq FROM producers WHERE agent_id = ? AND producer_id = ?", (agent_id, producer_id))
+            .fetchone()
+        )
+        return row[0] if row else -1
+
+    def steps_received(self, agent_id: int) -> int:
+        row = self._reader().execute("SELECT steps_received FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        return row[0] if row else 0
+
+    def append_batch(
+        self, agent_id: int, producer_id: str, first_seq: int, steps: Sequence[dict[str, Any]]
+    ) -> tuple[int, int, int]:
+        """Apply a validated ``POST /steps`` batch; returns ``(acked_seq, applied, duplicates)``.
+
+        Steps with a sequence number up to the producer's ``acked_seq`` are duplicates and are
+        skipped; the rest are appended to the log. The log append, the ``acked_seq`` update and
+        the agent's ``steps_received`` change in one transaction, committed (and, with
+        ``synchronous=FULL``, on disk) before this returns: all or none. Raises
+        :class:`SequenceGap` (nothing written) when ``first_seq > acked_seq + 1``.
+        """
+
+        def tx(conn: sqlite3.Connection) -> tuple[int, int, int]:
+            row = conn.execute(
+                "SELECT acked_seq FROM producers WHERE agent_id = ? AND producer_id = ?", (agent_id, producer_id)
+            ).fetchone()
+            acked = row[0] if row else -1
+            if first_seq > acked + 1:
+                raise SequenceGap(acked + 1)
+            skip = acked + 1 - first_seq
+            fresh = steps[skip:]
+            if not fresh:
+                return acked, 0, len(steps)
+            new_acked = first_seq + len(steps) - 1
+            self._append(conn, agent_id, producer_id, acked + 1, fresh)
+            conn.execute(
+                "INSERT INTO producers (agent_id, producer_id, acked_seq) VALUES (?, ?, ?) "
+                "ON CONFLICT (agent_id, producer_id) DO UPDATE SET acked_seq = excluded.acked_seq",
+                (agent_id, producer_id, new_acked),
+            )
+            return new_acked, len(fresh), skip
+
+        return self._write(tx)
+
+    def append_step(self, agent_id: int, step: dict[str, Any]) -> int:
+        """Append one legacy ``POST /step`` step (no producer, no sequence); returns its log position."""
+        return self._write(lambda conn: self._append(conn, agent_id, None, None, [step]))
+
+    @staticmethod
+    def _append(
+        conn: sqlite3.Connection,
+        agent_id: int,
+        producer_id: str | None,
+        first_seq: int | None,
+        steps: Sequence[dict[str, Any]],
+    ) -> int:
+        row = conn.execute("SELECT steps_received FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"agent {agent_id} does not exist")
+        log_start = row[0]
+        data = orjson.dumps([{k: s[k] for k in _STEP_FIELDS} for s in steps])
+        conn.execute(
+            "INSERT INTO batches (agent_id, log_start, producer_id, first_seq, count, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (agent_id, log_start, producer_id, first_seq, len(steps), data),
+        )
+        conn.execute("UPDATE agents SET steps_received = ? WHERE id = ?", (log_start + len(steps), agent_id))
+        return log_start
+
+    def read_log(self, agent_id: int, start: int, limit: int) -> list[tuple[str | None, int | None, Any]]:
+        """Up to ``limit`` entries ``(producer_id, seq, step)`` of the agent's log from position ``start``.
+
+        ``seq`` (and ``producer_id``) are ``None`` for steps that came through the legacy
+        ``POST /step``. Runs in one read transaction, so it sees a consistent log.
+        """
+        if limit <= 0:
+            return []
+        end = start + limit
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            first = conn.execute(
+                "SELECT MAX(log_start) FROM batches WHERE agent_id = ? AND log_start <= ?", (agent_id, start)
+            ).fetchone()[0]
+            rows = conn.execute(
+                "SELECT log_start, producer_id, first_seq, count, data FROM batches "
+                "WHERE agent_id = ? AND log_start >= ? AND log_start < ? ORDER BY log_start",
+                (agent_id, first if first is not None else start, end),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        out: list[tuple[str | None, int | None, Any]] = []
+        for log_start, producer_id, first_seq, count, data in rows:
+            lo = max(start - log_start, 0)
+            hi = min(end - log_start, count)
+            if lo >= hi:
+                continue
+            steps = orjson.loads(data)
+            for i in range(lo, hi):
+                seq = None if first_seq is None else first_seq + i
+                out.append((producer_id, seq, steps[i]))
+        return out
