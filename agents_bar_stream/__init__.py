@@ -1,7 +1,65 @@
-"""agents_bar_stream: an Agents Bar client whose step() never waits for the network."""
+"""agents_bar_stream: an Agents Bar client whose step() never waits for the network.
+
+A drop-in for the published ``agents_bar`` client: ``RemoteAgent.step()`` writes the transition to
+a durable on-disk queue and returns in microseconds; a background thread delivers the queue in
+order, exactly once, through any outage. ``act()`` stays synchronous and bounded by a deadline.
+"""
 
 import logging
 
 __version__ = "0.1.0"
+
+from agents_bar_stream.client import Client, EncodedAgentState, RemoteAgent, wait_until_agent_exists  # noqa: E402
+from agents_bar_stream.exceptions import (  # noqa: E402
+    AgentExistsError,
+    AgentNotFoundError,
+    AgentsBarError,
+    APIError,
+    AuthenticationError,
+    ClosedError,
+    ConfigurationError,
+    ConnectionFailedError,
+    InvalidRequestError,
+    InvalidStepError,
+    PayloadTooLargeError,
+    QueueFullError,
+    QueueLockedError,
+    RequestTimeoutError,
+    SequenceLostError,
+    ServerBusyError,
+    ServiceUnavailableError,
+    StorageError,
+    StreamError,
+)
+from agents_bar_stream.protocol import PROTOCOL_VERSION, SUPPORTED_MODELS  # noqa: E402
+
+__all__ = sorted([
+    "APIError",
+    "AgentExistsError",
+    "AgentNotFoundError",
+    "AgentsBarError",
+    "AuthenticationError",
+    "Client",
+    "ClosedError",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "EncodedAgentState",
+    "InvalidRequestError",
+    "InvalidStepError",
+    "PROTOCOL_VERSION",
+    "PayloadTooLargeError",
+    "QueueFullError",
+    "QueueLockedError",
+    "RemoteAgent",
+    "RequestTimeoutError",
+    "SUPPORTED_MODELS",
+    "SequenceLostError",
+    "ServerBusyError",
+    "ServiceUnavailableError",
+    "StorageError",
+    "StreamError",
+    "__version__",
+    "wait_until_agent_exists",
+])
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

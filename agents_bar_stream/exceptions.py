@@ -5,6 +5,7 @@ them here, so callers (and the retry predicates) test only these types::
 
     AgentsBarError
     ├── ConfigurationError (+ValueError)      a bad argument or missing credentials; fix the call
+    ├── InvalidStepError (+ValueError)        step() was given a transition that can never be accepted
     ├── AuthenticationError                   wrong credentials, or a token the server refuses
     ├── APIError                              the server answered with an error (.status, .detail)
     │   ├── AgentNotFoundError                404: no such agent for this account
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionFailedError",
     "InvalidRequestError",
+    "InvalidStepError",
     "PayloadTooLargeError",
     "QueueFullError",
     "QueueLockedError",
@@ -58,6 +60,10 @@ class AgentsBarError(Exception):
 
 class ConfigurationError(AgentsBarError, ValueError):
     """A bad argument or missing configuration (such as credentials); the call itself is wrong."""
+
+
+class InvalidStepError(AgentsBarError, ValueError):
+    """A transition that can never be accepted (type, length, non-finite number); nothing was queued."""
 
 
 class AuthenticationError(AgentsBarError):

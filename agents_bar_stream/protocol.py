@@ -10,11 +10,16 @@ import math
 import re
 from typing import Any, Mapping, Optional
 
+import orjson
+
+from agents_bar_stream.exceptions import InvalidStepError
+
 __all__ = [
     "API_PREFIX",
     "DISCRETE_MODELS",
     "PROTOCOL_VERSION",
     "SUPPORTED_MODELS",
+    "StepEncoder",
     "StepInvalid",
     "is_valid_agent_name",
     "is_valid_producer_id",
@@ -37,8 +42,8 @@ _PRODUCER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-class StepInvalid(ValueError):
-    """A step that can never be accepted; the message says which field and why."""
+#: A step that can never be accepted; the message says which field and why.
+StepInvalid = InvalidStepError
 
 
 def is_valid_producer_id(value: object) -> bool:
@@ -104,3 +109,155 @@ def validate_step(
         raise StepInvalid(f"reward must be a number, got {type(reward).__name__}")
     if type(step["done"]) is not bool:
         raise StepInvalid(f"done must be true or false, got {type(step['done']).__name__}")
+
+
+# --- the client's side: user values -> wire bytes ------------------------------------------------
+
+_NUMBER_TYPES = (int, float)
+
+
+def _is_array_bool(value: Any) -> bool:
+    """numpy's bool scalar (``numpy.bool_``, named ``bool`` in numpy 2), told apart without importing numpy."""
+    return getattr(getattr(value, "dtype", None), "kind", None) == "b"
+
+
+def _plain_vector(name: str, value: Any) -> list:
+    """A flat list of int/float from a list, tuple, numpy array or scalar, without a per-element copy
+    in the common cases (a list of floats is used as it is; numpy does its own ``tolist``)."""
+    t = type(value)
+    if t is list:
+        vec = value
+    elif t is tuple:
+        vec = list(value)
+    elif hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        vec = value.tolist()
+        if type(vec) is not list:
+            vec = [vec]
+    elif t is int or t is float:
+        vec = [value]
+    else:
+        raise InvalidStepError(f"{name} must be a list, tuple or array of numbers, got {t.__name__}")
+    for e in vec:
+        if type(e) not in _NUMBER_TYPES:
+            return _slow_vector(name, vec)
+    return vec
+
+
+def _slow_vector(name: str, vec: list) -> list:
+    out = []
+    for i, e in enumerate(vec):
+        t = type(e)
+        if t is int or t is float:
+            out.append(e)
+        elif t is bool or _is_array_bool(e):
+            raise InvalidStepError(f"{name}[{i}] is a bool, not a number")
+        elif hasattr(e, "item") and not hasattr(e, "__len__"):  # a numpy scalar inside a list
+            item = e.item()
+            if type(item) not in _NUMBER_TYPES:
+                raise InvalidStepError(f"{name}[{i}] must be a number, got {t.__name__}")
+            out.append(item)
+        elif isinstance(e, (list, tuple)):
+            raise InvalidStepError(f"{name} must be a flat list of numbers; {name}[{i}] is a sequence")
+        else:
+            raise InvalidStepError(f"{name}[{i}] must be a number, got {t.__name__}")
+    return out
+
+
+def _plain_number(name: str, value: Any) -> float:
+    t = type(value)
+    if t is float or t is int:
+        return value
+    if t is bool or _is_array_bool(value):
+        raise InvalidStepError(f"{name} must be a number, got a bool")
+    if hasattr(value, "item"):
+        item = value.item()
+        if type(item) in _NUMBER_TYPES:
+            return item
+    raise InvalidStepError(f"{name} must be a number, got {t.__name__}")
+
+
+class StepEncoder:
+    """Validates transitions the way the server will and turns them into wire bytes.
+
+    It learns the observation length and the kind of action (discrete or continuous, and its
+    length) from the agent's model when known, else from the first step, and then holds every
+    later step to them, so that a bad transition fails in ``step()`` rather than hours later on
+    the server. Not thread-safe by itself: the caller serializes calls.
+    """
+
+    __slots__ = ("obs_size", "action_size", "discrete")
+
+    def __init__(self, *, obs_size: Optional[int] = None, action_size: Optional[int] = None,
+                 discrete: Optional[bool] = None) -> None:
+        self.obs_size = obs_size
+        self.action_size = action_size
+        self.discrete = discrete
+
+    def encode(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any) -> bytes:
+        obs_v = _plain_vector("obs", obs)
+        next_v = _plain_vector("next_obs", next_obs)
+        size = self.obs_size
+        if size is None:
+            size = len(obs_v)
+        if len(obs_v) != size or len(next_v) != size:
+            raise InvalidStepError(
+                f"obs and next_obs must have {size} numbers (the agent's observation size), "
+                f"got {len(obs_v)} and {len(next_v)}")
+        action_v = self._action(action)
+        reward = _plain_number("reward", reward)
+        if done is not True and done is not False:
+            if not _is_array_bool(done) or getattr(done, "ndim", 1) != 0:
+                raise InvalidStepError(f"done must be a bool, got {type(done).__name__}")
+            done = bool(done)
+        data = orjson.dumps({"obs": obs_v, "action": action_v, "reward": reward, "next_obs": next_v, "done": done})
+        # orjson writes NaN and infinities as null, and no other value here can become null, so one
+        # substring test checks every number for finiteness at C speed.
+        if b"null" in data:
+            raise InvalidStepError(_which_non_finite(obs_v, action_v, reward, next_v))
+        if not obs_v and size == 0:
+            raise InvalidStepError("obs must not be empty")
+        self.obs_size = size  # learnt only once the whole step is known to be good
+        return data
+
+    def _action(self, action: Any) -> list:
+        discrete = self.discrete
+        if discrete is None:
+            # The model is unknown: an integer (or [integer]) means a discrete agent; the first step decides.
+            t = type(action)
+            discrete = t is int or (t is not bool and hasattr(action, "__index__") and not hasattr(action, "__len__"))
+            if not discrete and t is list and len(action) == 1 and type(action[0]) is int:
+                discrete = True
+        if discrete:
+            a = action
+            if type(a) in (list, tuple) and len(a) == 1:
+                a = a[0]
+            elif hasattr(a, "tolist") and not isinstance(a, (int, float)):
+                a = a.tolist()
+                if type(a) is list and len(a) == 1:
+                    a = a[0]
+            if type(a) is bool or type(a) is not int:
+                if type(a) is not bool and hasattr(a, "__index__"):
+                    a = a.__index__()
+                else:
+                    raise InvalidStepError(
+                        f"action of a discrete agent must be one integer, got {action!r:.60}")
+            if a < 0 or (self.action_size is not None and a >= self.action_size):
+                bound = f"[0, {self.action_size})" if self.action_size is not None else ">= 0"
+                raise InvalidStepError(f"action {a} is out of range {bound}")
+            self.discrete = True
+            return [a]
+        vec = _plain_vector("action", action)
+        if self.action_size is not None and len(vec) != self.action_size:
+            raise InvalidStepError(f"action must have {self.action_size} numbers, got {len(vec)}")
+        self.discrete = False
+        self.action_size = len(vec)
+        return vec
+
+
+def _which_non_finite(obs: list, action: list, reward: float, next_obs: list) -> str:
+    for name, vec in (("obs", obs), ("action", action), ("reward", [reward]), ("next_obs", next_obs)):
+        for i, v in enumerate(vec):
+            if type(v) is float and not math.isfinite(v):
+                where = name if name == "reward" else f"{name}[{i}]"
+                return f"{where} is not finite ({v})"
+    return "a value is not a finite number"

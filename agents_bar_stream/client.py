@@ -1,0 +1,574 @@
+"""``Client`` (service address and authentication) and ``RemoteAgent`` (the public surface).
+
+``RemoteAgent`` mirrors the published ``agents_bar.RemoteAgent`` call for call, with two
+differences a user feels: ``step()`` queues the transition on local disk and returns at once
+(see :mod:`agents_bar_stream.storage` and :mod:`agents_bar_stream.flusher`), and ``act()`` is
+bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+import orjson
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay
+
+from agents_bar_stream import config as cfg
+from agents_bar_stream.exceptions import (
+    AgentNotFoundError,
+    APIError,
+    AuthenticationError,
+    ClosedError,
+    ConfigurationError,
+    InvalidRequestError,
+    ServerBusyError,
+    ServiceUnavailableError,
+)
+from agents_bar_stream.protocol import API_PREFIX, SUPPORTED_MODELS, is_discrete
+from agents_bar_stream.transport import Response, Transport
+
+__all__ = ["Client", "EncodedAgentState", "RemoteAgent", "wait_until_agent_exists"]
+
+logger = logging.getLogger(__name__)
+
+ActionType = Union[int, List[Union[int, float]]]
+
+
+@dataclasses.dataclass
+class EncodedAgentState:
+    """An agent's snapshot as the service sends it: sizes, and base64 strings of safe encodings."""
+
+    model: str
+    obs_size: int
+    action_size: int
+    encoded_config: str
+    encoded_network: str
+    encoded_buffer: str
+
+
+class Client:
+    """Where the service is and who we are there.
+
+    ``base_url`` comes from the argument, else ``$AGENTS_BAR_URL``, else ``http://127.0.0.1:8080``;
+    ``/api/v1`` is appended. Credentials: ``access_token`` (else ``$AGENTS_BAR_ACCESS_TOKEN``), else
+    ``username``/``password`` (else ``$AGENTS_BAR_USERNAME``/``$AGENTS_BAR_PASSWORD``, or the published
+    client's ``$AGENTS_BAR_USER``/``$AGENTS_BAR_PASS``). A client with a token makes no network call
+    when built; one with credentials logs in on first use and once more whenever the server answers
+    ``401``. The token is never logged nor shown in ``repr``.
+
+    Raises :class:`ConfigurationError` (a ``ValueError``) when no credentials can be found.
+    """
+
+    def __init__(
+        self,
+        base_url: Optional[str] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        access_token: Optional[str] = None,
+        *,
+        timeouts: cfg.Timeouts = cfg.Timeouts(),
+    ) -> None:
+        for name, value in (("base_url", base_url), ("username", username), ("password", password),
+                            ("access_token", access_token)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
+        if not isinstance(timeouts, cfg.Timeouts):
+            raise ConfigurationError("timeouts must be an agents_bar_stream.config.Timeouts")
+        url = base_url or os.environ.get(cfg.ENV_URL) or cfg.DEFAULT_BASE_URL
+        url = url.rstrip("/")
+        if url.endswith(API_PREFIX):
+            url = url[: -len(API_PREFIX)]
+        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+            raise ConfigurationError(f"base_url must start with http:// or https:// and name a host, got {url!r}")
+        self.base_url = url
+        token = access_token or (os.environ.get(cfg.ENV_ACCESS_TOKEN) if username is None else None)
+        if token is None:
+            if username is None and password is None:
+                username, password = cfg.env_credentials()
+            if not username or not password:
+                raise ConfigurationError(
+                    "no credentials: pass access_token, or username and password, or set "
+                    f"${cfg.ENV_ACCESS_TOKEN}, or ${cfg.ENV_USERNAME} and ${cfg.ENV_PASSWORD}")
+        self.username = username
+        self.__password = password
+        self.__token = token
+        self._auth_lock = threading.Lock()
+        self._transport = Transport(self.base_url + API_PREFIX, timeouts=timeouts)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        who = self.username or "token"
+        return f"Client(base_url={self.base_url!r}, user={who!r})"
+
+    @property
+    def can_login(self) -> bool:
+        return bool(self.username and self.__password)
+
+    def login(self) -> None:
+        """Exchange the credentials for a fresh access token now.
+
+        Raises :class:`AuthenticationError` when the server refuses them.
+        """
+        if not self.can_login:
+            raise AuthenticationError("the access token was refused and there are no credentials to log in again")
+        assert self.username is not None and self.__password is not None
+        response = self._transport.request(
+            "POST", "/login/access-token", form={"username": self.username, "password": self.__password})
+        if response.status in (400, 401, 403):
+            raise AuthenticationError(
+                f"the server refused the credentials of {self.username!r}: {response.detail()}", status=response.status)
+        response.raise_for_status()
+        body = response.json()
+        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+            raise AuthenticationError("the login answer has no access_token")
+        self.__token = body["access_token"]
+
+    def _current_token(self) -> str:
+        with self._auth_lock:
+            if self.__token is None:
+                self.login()
+            assert self.__token is not None
+            return self.__token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Optional[bytes] = None,
+        params: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[tuple] = None,
+        auth: bool = True,
+    ) -> Response:
+        """One authenticated request; logs in again once on ``401`` when it can. Returns any status."""
+        if self._closed:
+            raise ClosedError("this Client is closed")
+        if not auth:
+            return self._transport.request(method, path, body=body, params=params, timeout=timeout)
+        token = self._current_token()
+        response = self._transport.request(method, path, body=body, params=params, token=token, timeout=timeout)
+        if response.status == 401 and self.can_login:
+            with self._auth_lock:
+                if self.__token == token:  # nobody refreshed it meanwhile
+                    logger.info("access token refused; logging in again as %r", self.username)
+                    self.login()
+                token = self.__token  # type: ignore[assignment]
+            response = self._transport.request(method, path, body=body, params=params, token=token, timeout=timeout)
+        return response
+
+    def close(self) -> None:
+        """Close pooled connections. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._transport.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _check_number(name: str, value: Any, *, minimum: float = 0.0, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+        raise ConfigurationError(f"{name} must be a number >= {minimum}, got {value!r}")
+    return value
+
+
+def _act_retryable(exc: BaseException) -> bool:
+    # 500 is a server bug, not a passing state: repeating act() would only burn the deadline.
+    if isinstance(exc, ServerBusyError):
+        return exc.status != 500
+    return isinstance(exc, ServiceUnavailableError)
+
+
+class _DeadlineWait:
+    """Full-jitter backoff for act(), honouring Retry-After, never sleeping past the deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = random.uniform(0, min(0.5, 0.02 * 2 ** state.attempt_number))
+        if isinstance(exc, ServerBusyError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        return max(0.0, min(delay, self.deadline - time.monotonic()))
+
+
+# Options of RemoteAgent that are ours; every other keyword is an agent hyperparameter, as in the
+# published client (which sent its **kwargs as the agent's config).
+_STREAM_OPTIONS = frozenset({
+    "queue_dir", "durability", "batch_size", "flush_interval", "commit_interval", "max_pending_bytes",
+    "on_full", "block_timeout", "close_timeout", "retry_policy",
+})
+_CONFIG_VALUE_TYPES = (str, int, float, bool, type(None))
+
+
+class RemoteAgent:
+    """An agent in the Agents Bar service; a drop-in for ``agents_bar.RemoteAgent``.
+
+    Parameters (keyword-only after ``agent_name``; defaults in :mod:`agents_bar_stream.config`):
+        act_timeout: deadline in seconds for ``act`` across all its retries (default 5).
+        fallback: ``callable(obs) -> action`` used by ``act`` when the service stays unreachable
+            until the deadline; without it ``act`` raises :class:`ServiceUnavailableError`.
+        queue_dir, durability, batch_size, flush_interval, commit_interval, max_pending_bytes,
+        on_full, block_timeout, close_timeout: the streaming queue, see ``step``.
+        obs_size, action_size, agent_model: known sizes and model (else read from the server).
+        access_token, username, password: build a Client for this agent when ``client`` is None.
+        Any other keyword is an agent hyperparameter sent with ``create_agent`` (numbers, strings or
+        bools), as with the published client.
+    """
+
+    def __init__(self, client: Optional[Client], agent_name: str, *, act_timeout: float = cfg.DEFAULT_ACT_TIMEOUT,
+                 fallback: Optional[Callable[[Any], ActionType]] = None, description: Optional[str] = None,
+                 **kwargs: Any) -> None:
+        if not isinstance(agent_name, str) or not agent_name:
+            raise ConfigurationError(f"agent_name must be a non-empty string, got {agent_name!r}")
+        access_token = kwargs.pop("access_token", None)
+        username = kwargs.pop("username", None)
+        password = kwargs.pop("password", None)
+        if client is None:
+            client = Client(username=username, password=password, access_token=access_token)
+        elif not isinstance(client, Client):
+            raise ConfigurationError(f"client must be an agents_bar_stream.Client, got {type(client).__name__}")
+        self._client = client
+        self.agent_name = agent_name
+        self.act_timeout = _check_number("act_timeout", act_timeout)
+        if fallback is not None and not callable(fallback):
+            raise ConfigurationError("fallback must be a callable taking obs and returning an action")
+        self.fallback = fallback
+        self._description = description
+        self._stream_options = {k: kwargs.pop(k) for k in list(kwargs) if k in _STREAM_OPTIONS}
+        self._obs_size: Optional[int] = kwargs.get("obs_size")
+        self._action_size: Optional[int] = kwargs.get("action_size")
+        self._agent_model: Optional[str] = kwargs.pop("agent_model", None)
+        for key, value in kwargs.items():
+            if not isinstance(value, _CONFIG_VALUE_TYPES):
+                raise TypeError(
+                    f"unknown option {key}={value!r}: RemoteAgent takes only its documented options and "
+                    "agent hyperparameters (numbers, strings or bools)")
+        self._config: Dict[str, Any] = dict(kwargs)
+        self._discrete: Optional[bool] = None
+        self.loss: Dict[str, float] = {}
+        self._act_stats = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0}
+        self._stream_obj: Any = None
+        self._stream_lock = threading.Lock()
+        self._closed = False
+        from agents_bar_stream.stream import validate_stream_options  # noqa: PLC0415 (keeps import light)
+
+        validate_stream_options(self._stream_options)
+
+    def __repr__(self) -> str:
+        return f"RemoteAgent({self.agent_name!r}, base_url={self._client.base_url!r})"
+
+    # --- what the service knows -------------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        return self._client
+
+    @property
+    def obs_size(self) -> int:
+        if self._obs_size is None:
+            self.sync()
+        return self._obs_size  # type: ignore[return-value]
+
+    @property
+    def action_size(self) -> int:
+        if self._action_size is None:
+            self.sync()
+        return self._action_size  # type: ignore[return-value]
+
+    @property
+    def agent_model(self) -> str:
+        if self._agent_model is None:
+            self.sync()
+        return self._agent_model  # type: ignore[return-value]
+
+    @property
+    def discrete(self) -> bool:
+        if self._discrete is None:
+            self._discrete = is_discrete(self.agent_model)
+        return self._discrete
+
+    @property
+    def hparams(self) -> Dict[str, Union[str, float, int]]:
+        """The agent's hyperparameters; values are numbers or strings, as the published client gives them."""
+        return {k: v if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+                for k, v in self._config.items()}
+
+    @property
+    def exists(self) -> bool:
+        """Whether the agent exists and this account can reach it."""
+        try:
+            return self._call("GET", self._path()).ok
+        except (APIError, AuthenticationError):
+            return False
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self.info().get("is_active"))
+
+    def _path(self, suffix: str = "") -> str:
+        return f"/agents/{self.agent_name}{suffix}"
+
+    def _call(self, method: str, path: str, body: Any = None, *, params: Optional[Mapping[str, Any]] = None) -> Response:
+        self._check_open()
+        raw = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        return self._client.request(method, path, body=raw, params=params).raise_for_status()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"RemoteAgent {self.agent_name!r} is closed")
+
+    def create_agent(self, obs_size: int, action_size: int, agent_model: str, active: bool = True,
+                     description: Optional[str] = None) -> Dict:
+        """Create the agent in the service and return its details.
+
+        Raises :class:`ConfigurationError` for an unknown model or bad sizes (before any request),
+        :class:`AgentExistsError` when the name is taken.
+        """
+        for name, value in (("obs_size", obs_size), ("action_size", action_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(agent_model, str) or agent_model.lower() not in SUPPORTED_MODELS:
+            raise ConfigurationError(f"Model '{agent_model}' isn't supported. Please select one from {SUPPORTED_MODELS}")
+        if description is not None and not isinstance(description, str):
+            raise ConfigurationError("description must be a string or None")
+        self._agent_model = agent_model.lower()
+        self._discrete = None
+        self._config["obs_size"] = obs_size
+        self._config["action_size"] = action_size
+        self._obs_size, self._action_size = obs_size, action_size
+        payload = {"name": self.agent_name, "model": self._agent_model,
+                   "description": description if description is not None else self._description,
+                   "config": self._config, "is_active": bool(active)}
+        logger.debug("creating agent %r (model %s)", self.agent_name, self._agent_model)
+        return self._call("POST", "/agents/", payload).json()
+
+    def remove(self, *, agent_name: str, quite: bool = True) -> bool:
+        """Delete the agent; ``agent_name`` must repeat its name as a confirmation.
+
+        With ``quite=True`` a wrong name is ignored (returns False); otherwise it raises ValueError.
+        Returns whether the service deleted it. The local queue is kept.
+        """
+        if agent_name is None or agent_name != self.agent_name:
+            if quite:
+                logger.warning("removal of %r ignored: agent_name %r does not match", self.agent_name, agent_name)
+                return False
+            raise ConfigurationError("to delete the agent, pass its name again as agent_name")
+        logger.warning("agent %r is being deleted", agent_name)
+        try:
+            return self._call("DELETE", self._path()).status == 202
+        except AgentNotFoundError:
+            return False
+
+    def info(self) -> Dict[str, Any]:
+        """The agent's details as the server has them."""
+        info = self._call("GET", self._path()).json()
+        if isinstance(info.get("config"), dict):
+            self._config = info["config"]
+        return info
+
+    def sync(self) -> None:
+        """Refresh model, sizes and hyperparameters from the service."""
+        info = self.info()
+        self._agent_model = str(info["model"]).lower()
+        self._config.update(info.get("config") or {})
+        self._obs_size = self._config.get("obs_size", self._config.get("obs_space"))
+        self._action_size = self._config.get("action_size", self._config.get("action_space"))
+        self._discrete = None
+        if self._stream_obj is not None:
+            self._stream_obj.learn_shapes(self._obs_size, self._action_size, self.discrete)
+
+    def get_loss(self) -> Dict[str, float]:
+        """The agent's recent losses."""
+        self.loss = self._call("GET", self._path("/loss")).json()
+        return self.loss
+
+    def get_state(self) -> EncodedAgentState:
+        """The agent's snapshot (config, network and buffer, encoded)."""
+        body = self._call("GET", f"/snapshots/{self.agent_name}").json()
+        try:
+            return EncodedAgentState(**body)
+        except TypeError as exc:
+            raise InvalidRequestError(200, f"the snapshot answer does not have the six snapshot fields: {exc}") from None
+
+    def upload_state(self, state: EncodedAgentState) -> bool:
+        """Replace the agent's state with ``state``; True when the service accepted it."""
+        if not isinstance(state, EncodedAgentState):
+            raise ConfigurationError(f"state must be an EncodedAgentState, got {type(state).__name__}")
+        self._call("POST", f"/snapshots/{self.agent_name}", dataclasses.asdict(state))
+        return True
+
+    # --- act: synchronous, bounded ------------------------------------------------------------------
+
+    def act(self, obs: Any, noise: float = 0.0, *, timeout: Optional[float] = None) -> ActionType:
+        """The agent's action for ``obs`` (an int for discrete models, else a list of numbers).
+
+        Bounded by ``timeout`` (default: the agent's ``act_timeout``) across all retries. Connection
+        failures, 429 and 502/503/504 are retried inside that deadline. When it passes, the
+        ``fallback``'s action is returned if there is one, else :class:`ServiceUnavailableError` is raised.
+        """
+        self._check_open()
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
+            raise ConfigurationError(f"noise must be a number in [0, 1], got {noise!r}")
+        budget = self.act_timeout if timeout is None else _check_number("timeout", timeout)
+        body = self._encode_obs(obs)
+        deadline = time.monotonic() + budget
+        self._act_stats["act_calls"] += 1
+        params = {"noise": noise}
+        path = self._path("/act")
+        try:
+            # The first attempt runs outside tenacity: the common case pays nothing for the retry machinery.
+            try:
+                response = self._act_once(path, body, params, deadline)
+            except ServiceUnavailableError as exc:
+                if not _act_retryable(exc) or time.monotonic() >= deadline:
+                    raise
+                response = self._act_retrying(path, body, params, deadline, exc)
+        except ServiceUnavailableError as exc:
+            if self.fallback is None:
+                raise ServiceUnavailableError(f"act() got no answer within {budget:g} s: {exc}") from exc
+            self._act_stats["act_fallbacks"] += 1
+            logger.warning("act() fell back to the local policy: %s", exc)
+            return self.fallback(obs)
+        action = response.json()["action"]
+        if self._discrete is None and self._agent_model is None:
+            self.sync()
+        if self.discrete:
+            return int(action[0])
+        return action
+
+    def _act_once(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float) -> Response:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServiceUnavailableError("deadline passed")
+        timeout = (min(self._client._transport.timeouts.connect, remaining), remaining)
+        return self._client.request("POST", path, body=body, params=params, timeout=timeout).raise_for_status()
+
+    def _act_retrying(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float,
+                      first: BaseException) -> Response:
+        retrying = Retrying(
+            retry=retry_if_exception(_act_retryable),
+            stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+            wait=_DeadlineWait(deadline),
+            reraise=True,
+        )
+        logger.debug("act() retrying after %s", first)
+        for attempt in retrying:
+            with attempt:
+                self._act_stats["act_retries"] += 1
+                return self._act_once(path, body, params, deadline)
+        raise ServiceUnavailableError("act() deadline passed")  # pragma: no cover (reraise=True raises)
+
+    def _encode_obs(self, obs: Any) -> bytes:
+        if hasattr(obs, "tolist") and not isinstance(obs, (list, tuple)):
+            obs = obs.tolist()
+            if not isinstance(obs, list):
+                obs = [obs]
+        elif isinstance(obs, tuple):
+            obs = list(obs)
+        if not isinstance(obs, list) or not obs:
+            raise ConfigurationError(f"obs must be a non-empty list, tuple or array of numbers, got {type(obs).__name__}")
+        try:
+            return orjson.dumps(obs, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError as exc:
+            raise ConfigurationError(f"obs must hold numbers only: {exc}") from None
+
+    # --- step: streamed -----------------------------------------------------------------------------
+
+    def _stream(self) -> Any:
+        stream = self._stream_obj
+        if stream is None or stream.pid != os.getpid():
+            with self._stream_lock:
+                stream = self._stream_obj
+                if stream is None or stream.pid != os.getpid():
+                    self._check_open()
+                    from agents_bar_stream.stream import Stream  # noqa: PLC0415
+
+                    discrete = is_discrete(self._agent_model) if self._agent_model else None
+                    stream = Stream(self, obs_size=self._obs_size, action_size=self._action_size,
+                                    discrete=discrete, **self._stream_options)
+                    self._stream_obj = stream
+        return stream
+
+    def open_queue(self) -> "RemoteAgent":
+        """Open the local queue now (and start delivering what an earlier run left), instead of at the first step()."""
+        self._stream().start()
+        return self
+
+    def step(self, obs: Any, action: ActionType, reward: float, next_obs: Any, done: bool) -> bool:
+        """Queue one transition for delivery and return True; never waits for the network.
+
+        The transition is validated here (types, finite numbers, lengths consistent with the agent and
+        with earlier steps): a bad one raises :class:`InvalidStepError` (a ValueError) and nothing is
+        queued. With ``durability="step"`` it is on disk when this returns; with ``"batch"`` it is on
+        disk within ``commit_interval``. A background thread delivers the queue in order, exactly once.
+        Raises :class:`QueueFullError` or :class:`StorageError` for local conditions only.
+        """
+        stream = self._stream_obj
+        if stream is None or stream.pid != os.getpid():
+            stream = self._stream()
+        return stream.put(obs, action, reward, next_obs, done)
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until everything queued so far is acknowledged by the server; True if it was in time."""
+        if self._stream_obj is None:
+            return True
+        return self._stream_obj.flush(timeout)
+
+    @property
+    def pending(self) -> int:
+        """Transitions queued and not yet acknowledged."""
+        return 0 if self._stream_obj is None else self._stream_obj.pending
+
+    @property
+    def stats(self) -> Dict[str, Any]:
+        """Counters of act() and of the streaming queue (see README)."""
+        out: Dict[str, Any] = dict(self._act_stats)
+        if self._stream_obj is not None:
+            out.update(self._stream_obj.stats())
+        return out
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Deliver what is queued for up to ``timeout`` seconds, then stop; the rest stays on disk. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        stream, self._stream_obj = self._stream_obj, None
+        if stream is not None and stream.pid == os.getpid():
+            stream.close(timeout)
+
+    def __enter__(self) -> "RemoteAgent":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def wait_until_agent_exists(agent: RemoteAgent, max_seconds: float = 20, verbose: bool = False) -> bool:
+    """Poll until ``agent.exists`` or ``max_seconds`` pass; returns whether it exists."""
+    deadline = time.monotonic() + _check_number("max_seconds", max_seconds)
+    delay = 0.05
+    while True:
+        try:
+            if agent.exists:
+                return True
+        except ServiceUnavailableError as exc:
+            if verbose:
+                logger.info("waiting for agent %r: %s", agent.agent_name, exc)
+        if time.monotonic() + delay > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+

@@ -1,0 +1,268 @@
+"""The background worker that delivers a queue: batching, the retry policy, and each answer of the protocol.
+
+One named daemon thread per queue. It only ever sends committed steps, oldest first, one batch
+at a time, and deletes them after the server's ``200``. Transient failures (no connection, timeouts,
+429, 5xx, an agent that does not exist yet, a refused token) are retried forever with exponential
+backoff and full jitter, honouring ``Retry-After``; ``flush()``/``close()`` cut a backoff short.
+No failure ever escapes the thread: each is logged and counted in ``stats``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_when_event_set, wait_random_exponential
+
+from agents_bar_stream.config import RetryPolicy
+from agents_bar_stream.exceptions import (
+    AgentNotFoundError,
+    APIError,
+    AuthenticationError,
+    ServerBusyError,
+    ServiceUnavailableError,
+)
+from agents_bar_stream.storage import Batch, DiskQueue
+from agents_bar_stream.transport import Response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agents_bar_stream.client import Client
+
+__all__ = ["Flusher", "FlusherWait", "is_transient"]
+
+logger = logging.getLogger(__name__)
+
+# Per-request socket timeouts of the flusher: short enough that close() is never held for long by a
+# request in flight, long enough for the server to make a large batch durable.
+_SEND_TIMEOUT = (3.05, 15.0)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed delivery should be tried again later (never dropped).
+
+    The service being unreachable or busy, the agent not existing (yet), a refused token, and any
+    other error answer we cannot act on: in all of them the data is kept and sent again.
+    """
+    return isinstance(exc, (ServiceUnavailableError, AuthenticationError, APIError))
+
+
+class FlusherWait:
+    """Full-jitter exponential backoff, at least the server's ``Retry-After``, at most ``max_delay``."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self._jitter = wait_random_exponential(multiplier=policy.initial, max=policy.max_delay)
+
+    def __call__(self, state: RetryCallState) -> float:
+        delay = self._jitter(state)
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, ServerBusyError) and exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, self.policy.max_delay))
+        return delay
+
+
+class _Stopped(Exception):
+    """The flusher was asked to stop while a batch was still undelivered."""
+
+
+class Flusher(threading.Thread):
+    """Delivers ``queue`` to ``client`` for agent ``agent_name``; see the module docstring."""
+
+    def __init__(self, queue: DiskQueue, client: "Client", agent_name: str, *, batch_size: int,
+                 flush_interval: float, policy: RetryPolicy, on_progress: Callable[[int, int], None],
+                 stats: Dict[str, Any]) -> None:
+        super().__init__(name=f"agents-bar-stream-flusher[{agent_name}]", daemon=True)
+        self.queue = queue
+        self.client = client
+        self.agent_name = agent_name
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.policy = policy
+        self.on_progress = on_progress  # (steps consumed, bytes freed), called after every delivery
+        self.stats = stats
+        self.wake = threading.Event()  # new committed data
+        self.hurry = threading.Event()  # cut the current backoff or wait short
+        self.stop_event = threading.Event()
+        self.legacy: Optional[bool] = None
+        self.max_steps = batch_size
+        self.max_bytes = 8 * 2**20
+        self._cap: Optional[int] = None  # a temporary smaller batch after a 413 or before a 422's bad step
+        self._path = f"/agents/{agent_name}"
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.hurry.set()
+        self.wake.set()
+
+    # --- the loop -------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except _Stopped:
+            pass
+        except BaseException:  # noqa: BLE001 - the thread must never die silently
+            logger.exception("the flusher of %r stopped on an unexpected error; queued steps stay on disk",
+                             self.agent_name)
+            self.stats["last_error"] = "flusher crashed; see log"
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            max_steps = min(self.max_steps, self._cap or self.max_steps)
+            batch = self.queue.read_batch(1 if self.legacy else max_steps, self.max_bytes - 256)
+            if batch is None:
+                self.wake.wait(0.5)
+                self.wake.clear()
+                continue
+            if (len(batch.items) < max_steps and not self.hurry.is_set() and self.flush_interval > 0
+                    and self.legacy is not True):
+                # A short batch: give the loop flush_interval to fill it, so that a slow trickle of
+                # steps does not cost one request each.
+                if self.hurry.wait(self.flush_interval):
+                    self.hurry.clear()
+                batch = self.queue.read_batch(max_steps, self.max_bytes - 256) or batch
+            if self.legacy is None:
+                self._probe()
+            if self.legacy:
+                self._deliver_legacy(batch)
+            else:
+                self._deliver(batch)
+
+    def _retrying(self) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=FlusherWait(self.policy),
+            stop=stop_when_event_set(self.stop_event),
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+
+    def _sleep(self, seconds: float) -> None:
+        if self.hurry.wait(seconds):
+            self.hurry.clear()
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        self.stats["retries"] += 1
+        self.stats["last_error"] = str(exc)
+        self.stats["online"] = not isinstance(exc, ServiceUnavailableError)
+        level = logging.WARNING if state.attempt_number in (1, 10) or state.attempt_number % 100 == 0 else logging.DEBUG
+        if isinstance(exc, AgentNotFoundError):
+            message = "agent %r does not exist on the server (yet?); keeping %d steps and retrying (attempt %d): %s"
+            level = logging.WARNING if state.attempt_number in (1, 10) else logging.DEBUG
+        else:
+            message = "delivery for %r failed; keeping %d steps and retrying (attempt %d): %s"
+        logger.log(level, message, self.agent_name, self.queue.committed_pending(), state.attempt_number, exc)
+
+    def _call(self, method: str, path: str, body: Optional[bytes] = None) -> Response:
+        """One request; raises for the answers that mean 'try again later', returns the others."""
+        response = self.client.request(method, path, body=body, timeout=_SEND_TIMEOUT)
+        status = response.status
+        if status == 200 or status in (409, 413, 422):
+            return response
+        # Everything else raises one of our errors; is_transient() decides that it is tried again.
+        return response.raise_for_status()
+
+    def _attempt(self, method: str, path: str, body: Optional[bytes] = None) -> Response:
+        try:
+            return self._retrying()(self._call, method, path, body)
+        except BaseException as exc:
+            if self.stop_event.is_set():
+                raise _Stopped() from exc
+            raise
+
+    def _probe(self) -> None:
+        """Ask the server whether it speaks the streaming extension (404: it does not)."""
+        def call() -> Response:
+            response = self.client.request("GET", "/stream/info", timeout=_SEND_TIMEOUT, auth=False)
+            if response.status == 404:
+                return response
+            return response.raise_for_status()
+
+        response = self._retrying()(call) if not self.stop_event.is_set() else None
+        if response is None:
+            raise _Stopped()
+        if response.status == 404:
+            self.legacy = True
+            logger.warning("the server at %s has no streaming endpoint; sending steps one at a time "
+                           "through /step (at-least-once: a retried step may be applied twice)", self.client.base_url)
+        else:
+            info = response.json()
+            self.legacy = False
+            self.max_steps = max(1, min(self.batch_size, int(info.get("max_batch_steps", self.batch_size))))
+            self.max_bytes = max(1024, int(info.get("max_batch_bytes", self.max_bytes)))
+        self.stats["mode"] = "legacy" if self.legacy else "stream"
+
+    # --- Part 2: batches ------------------------------------------------------------------------------
+
+    def _deliver(self, batch: Batch) -> None:
+        producer = self.queue.producer_id
+        head = b'{"producer_id":"%s","first_seq":%d,"steps":[' % (producer.encode(), batch.first_wire)
+        body = head + b",".join(batch.items) + b"]}"
+        response = self._attempt("POST", self._path + "/steps", body)
+        self.stats["online"] = True
+        status = response.status
+        if status == 200:
+            answer = response.json()
+            acked = int(answer["acked_seq"])
+            self.stats["duplicates"] += int(answer.get("duplicates", 0))
+            last = min(batch.last_local, self.queue.local_for_wire(acked, batch.first_local))
+            if last >= batch.first_local:
+                self._consumed(last)
+            self._cap = None
+        elif status == 409:
+            expected = int(response.json().get("expected_seq", 0))
+            if self.queue.rewind_or_shift(expected, batch.first_local):
+                logger.info("server expects seq %d of %r; resending from there", expected, self.agent_name)
+            else:
+                self.stats["sequence_lost"] += 1
+                self.stats["last_error"] = f"server expects seq {expected}, which this client already deleted"
+                logger.error("the server lost steps of agent %r: it expects seq %d, which was delivered and "
+                             "deleted here; continuing with the steps still queued", self.agent_name, expected)
+        elif status == 413:
+            if len(batch.items) == 1:
+                self._dead_letter(batch, 0, 413, response.detail())
+            else:
+                self._cap = max(1, len(batch.items) // 2)
+                body_info = response.json() if response.content else {}
+                if isinstance(body_info, dict):
+                    self.max_steps = max(1, min(self.max_steps, int(body_info.get("max_batch_steps", self.max_steps))))
+                    self.max_bytes = max(1024, min(self.max_bytes, int(body_info.get("max_batch_bytes", self.max_bytes))))
+        elif status == 422:
+            answer = response.json() if response.content else {}
+            index = int(answer.get("index", 0)) if isinstance(answer, dict) else 0
+            if index <= 0 or index >= len(batch.items):
+                self._dead_letter(batch, 0, 422, response.detail())
+            else:
+                self._cap = index  # send the good steps before it first; the bad one then comes alone at the head
+
+    def _dead_letter(self, batch: Batch, index: int, status: int, detail: str) -> None:
+        local = batch.first_local + index
+        self.queue.dead_letter(local, batch.items[index], status, detail)
+        self.stats["dead_lettered"] += 1
+        self._cap = None
+        logger.error("the server refused step %d of agent %r for good (%d: %s); moved it to the dead-letter store "
+                     "in %s", local, self.agent_name, status, detail, self.queue.directory)
+        self.on_progress(0, 0)
+
+    def _consumed(self, through_local: int) -> None:
+        consumed, freed = self.queue.mark_consumed(through_local)
+        self.stats["delivered"] += consumed
+        self.on_progress(consumed, freed)
+
+    # --- Part 1 only: one step at a time -----------------------------------------------------------------
+
+    def _deliver_legacy(self, batch: Batch) -> None:
+        item = batch.items[0]
+        response = self._attempt("POST", self._path + "/step", b'{"step_data":' + item + b"}")
+        self.stats["online"] = True
+        if response.status == 422:
+            self._dead_letter(batch, 0, 422, response.detail())
+        elif 200 <= response.status < 300:
+            self._consumed(batch.first_local)
+        else:  # 409 or 413 have no meaning on /step; keep the step and try again later
+            self.stats["last_error"] = f"{response.status}: {response.detail()}"
+            time.sleep(min(1.0, self.policy.max_delay))

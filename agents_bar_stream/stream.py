@@ -1,0 +1,341 @@
+"""One agent's streaming pipeline: validate → queue (memory, then disk) → flusher → server.
+
+``Stream`` ties a :class:`~agents_bar_stream.storage.DiskQueue` to a
+:class:`~agents_bar_stream.flusher.Flusher` and owns their life: started lazily, one per process
+(a forked child builds its own), stopped by ``close()`` or, bounded in time, at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from agents_bar_stream import config as cfg
+from agents_bar_stream.exceptions import ClosedError, ConfigurationError, QueueFullError, StorageError
+from agents_bar_stream.flusher import Flusher
+from agents_bar_stream.protocol import StepEncoder
+from agents_bar_stream.storage import DiskQueue
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agents_bar_stream.client import RemoteAgent
+
+__all__ = ["Stream", "validate_stream_options"]
+
+logger = logging.getLogger(__name__)
+
+_DURABILITY = ("batch", "step")
+_ON_FULL = ("block", "raise", "drop_oldest")
+
+
+def validate_stream_options(options: Dict[str, Any]) -> None:
+    """Raise ConfigurationError (a ValueError) naming the first bad streaming option."""
+    def positive(name: str, integer: bool = False, zero_ok: bool = False) -> None:
+        if name not in options:
+            return
+        v = options[name]
+        ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and (v >= 0 if zero_ok else v > 0)
+        if not ok:
+            kind = "integer" if integer else "number"
+            raise ConfigurationError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} {kind}, got {v!r}")
+
+    if options.get("durability", "batch") not in _DURABILITY:
+        raise ConfigurationError(f"durability must be one of {_DURABILITY}, got {options['durability']!r}")
+    if options.get("on_full", "block") not in _ON_FULL:
+        raise ConfigurationError(f"on_full must be one of {_ON_FULL}, got {options['on_full']!r}")
+    positive("batch_size", integer=True)
+    positive("max_pending_bytes", integer=True)
+    positive("flush_interval", zero_ok=True)
+    positive("commit_interval")
+    positive("block_timeout", zero_ok=True)
+    positive("close_timeout", zero_ok=True)
+    if "retry_policy" in options and not isinstance(options["retry_policy"], cfg.RetryPolicy):
+        raise ConfigurationError("retry_policy must be an agents_bar_stream.config.RetryPolicy")
+    qd = options.get("queue_dir")
+    if qd is not None and not isinstance(qd, (str, os.PathLike)):
+        raise ConfigurationError(f"queue_dir must be a path, got {type(qd).__name__}")
+
+
+# Streams alive in this process, for the fork and exit hooks (weak: an agent that is garbage
+# collected takes its stream with it).
+_LIVE: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+
+
+class Stream:
+    """See the module docstring. Built by RemoteAgent on first use; not part of the public API."""
+
+    def __init__(self, agent: "RemoteAgent", *, obs_size: Optional[int], action_size: Optional[int],
+                 discrete: Optional[bool], queue_dir: Any = None, durability: str = "batch",
+                 batch_size: int = cfg.DEFAULT_BATCH_SIZE, flush_interval: float = cfg.DEFAULT_FLUSH_INTERVAL,
+                 commit_interval: float = cfg.DEFAULT_COMMIT_INTERVAL,
+                 max_pending_bytes: int = cfg.DEFAULT_MAX_PENDING_BYTES, on_full: str = "block",
+                 block_timeout: float = cfg.DEFAULT_BLOCK_TIMEOUT, close_timeout: float = cfg.DEFAULT_CLOSE_TIMEOUT,
+                 retry_policy: cfg.RetryPolicy = cfg.RetryPolicy()) -> None:
+        client = agent.client
+        self.pid = os.getpid()
+        self.agent_name = agent.agent_name
+        directory = queue_dir if queue_dir is not None else cfg.default_queue_dir(client.base_url, agent.agent_name)
+        self.queue = DiskQueue(directory, service_url=client.base_url, agent_name=agent.agent_name)
+        self.durability = durability
+        self.commit_interval = commit_interval
+        self.max_pending_bytes = max_pending_bytes
+        self.on_full = on_full
+        self.block_timeout = block_timeout
+        self.close_timeout = close_timeout
+        self._encoder = StepEncoder(obs_size=obs_size, action_size=action_size, discrete=discrete)
+        self._cond = threading.Condition(threading.Lock())
+        self._buffer: List[bytes] = []
+        self._buffer_first = self.queue.next_local
+        self._buffer_time = 0.0
+        self._committing = 0  # steps taken by the committer and not yet on disk
+        self._next_local = self.queue.next_local
+        self._bytes = self.queue.pending_bytes
+        self._storage_error: Optional[StorageError] = None
+        self._closed = False
+        self._started = False
+        self.stats_counters: Dict[str, Any] = {
+            "enqueued": 0, "delivered": 0, "duplicates": 0, "retries": 0, "dead_lettered": 0, "dropped": 0,
+            "sequence_lost": 0, "last_error": None, "online": None, "mode": None,
+        }
+        self._flusher = Flusher(self.queue, client, agent.agent_name, batch_size=batch_size,
+                                flush_interval=flush_interval, policy=retry_policy,
+                                on_progress=self._on_progress, stats=self.stats_counters)
+        self._committer: Optional[threading.Thread] = None
+        self._commit_wake = threading.Event()
+        _LIVE.add(self)
+        if self.queue.committed_pending():
+            logger.info("queue %s holds %d steps from an earlier run; delivering them first",
+                        self.queue.directory, self.queue.committed_pending())
+            self.start()
+
+    # --- life --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._cond:
+            if self._started or self._closed:
+                return
+            self._started = True
+        if self.durability == "batch":
+            self._committer = threading.Thread(target=self._commit_loop, daemon=True,
+                                               name=f"agents-bar-stream-committer[{self.agent_name}]")
+            self._committer.start()
+        self._flusher.start()
+
+    def learn_shapes(self, obs_size: Optional[int], action_size: Optional[int], discrete: bool) -> None:
+        with self._cond:
+            enc = self._encoder
+            if obs_size is not None:
+                enc.obs_size = obs_size
+            if action_size is not None:
+                enc.action_size = action_size
+            enc.discrete = discrete
+
+    # --- step() ------------------------------------------------------------------------------------
+
+    def put(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any) -> bool:
+        with self._cond:
+            if self._closed:
+                raise ClosedError(f"the stream of {self.agent_name!r} is closed")
+            if self._storage_error is not None:
+                raise StorageError(f"the queue cannot be written ({self._storage_error}); this step was not queued")
+            data = self._encoder.encode(obs, action, reward, next_obs, done)
+            size = len(data) + 1
+            if self._bytes + size > self.max_pending_bytes:
+                self._make_room(size)
+            if self.durability == "step":
+                self.queue.write_segment(self._next_local, [data], time.time())
+                self._flusher.wake.set()
+            else:
+                if not self._buffer:
+                    self._buffer_time = time.time()
+                self._buffer.append(data)
+            self._next_local += 1
+            self._bytes += size
+            self.stats_counters["enqueued"] += 1
+        if not self._started:
+            self.start()
+        return True
+
+    def _make_room(self, size: int) -> None:
+        """Called with the lock held when the queue is full; applies the on_full policy."""
+        if self.on_full == "raise":
+            raise QueueFullError(
+                f"the queue of {self.agent_name!r} holds {self._bytes} bytes, max_pending_bytes is "
+                f"{self.max_pending_bytes}; this step was not queued")
+        deadline = time.monotonic() + self.block_timeout
+        while self._bytes + size > self.max_pending_bytes:
+            if self.on_full == "drop_oldest":
+                protect = max(self._flusher_in_flight(), self.queue.consumed)
+                dropped, freed = self.queue.drop_oldest(protect, self._bytes + size - self.max_pending_bytes)
+                if dropped:
+                    self._bytes -= freed
+                    self.stats_counters["dropped"] += dropped
+                    logger.warning("queue of %r full: dropped the %d oldest queued steps", self.agent_name, dropped)
+                    continue
+            self._commit_wake.set()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise QueueFullError(
+                    f"the queue of {self.agent_name!r} stayed full ({self._bytes} bytes, max_pending_bytes "
+                    f"{self.max_pending_bytes}) for {self.block_timeout:g} s; this step was not queued")
+            self._cond.wait(min(remaining, 0.1))
+            if self._closed:
+                raise ClosedError(f"the stream of {self.agent_name!r} was closed while step() waited for room")
+
+    def _flusher_in_flight(self) -> int:
+        """Steps the flusher may be sending: everything up to the head's batch end is off limits to drop_oldest."""
+        return self.queue.consumed + self._flusher.max_steps
+
+    def _on_progress(self, consumed: int, freed: int) -> None:
+        with self._cond:
+            self._bytes = max(0, self._bytes - freed)
+            self._cond.notify_all()
+
+    # --- group commit (durability="batch") ----------------------------------------------------------------
+
+    def _commit_loop(self) -> None:
+        while True:
+            self._commit_wake.wait(self.commit_interval)
+            self._commit_wake.clear()
+            self._commit_once()
+            if self._closed:
+                self._commit_once()
+                return
+
+    def _commit_once(self) -> bool:
+        with self._cond:
+            if not self._buffer:
+                return True
+            items, self._buffer = self._buffer, []
+            first, t = self._buffer_first, self._buffer_time
+            self._buffer_first = first + len(items)
+            self._committing = len(items)
+        try:
+            self.queue.write_segment(first, items, t)
+        except StorageError as exc:
+            with self._cond:
+                # Keep the steps in memory, in front of the newer ones, and refuse new steps until a
+                # commit succeeds: nothing already accepted is given up because the disk is full.
+                self._buffer = items + self._buffer
+                self._buffer_first = first
+                self._committing = 0
+                if self._storage_error is None:
+                    logger.error("cannot commit %d steps to %s: %s; step() refuses new steps until the disk recovers",
+                                 len(items), self.queue.directory, exc)
+                self._storage_error = exc
+            return False
+        with self._cond:
+            self._committing = 0
+            self._storage_error = None
+        self._flusher.wake.set()
+        return True
+
+    # --- flush / close --------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return self._pending_locked()
+
+    def _pending_locked(self) -> int:
+        return self.queue.committed_pending() + len(self._buffer) + self._committing
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """True once every step queued before the call is acknowledged; False when ``timeout`` passes first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        target = self._next_local - 1
+        if self.pending == 0:
+            return True
+        self.start()
+        self._commit_wake.set()
+        self._flusher.hurry.set()
+        with self._cond:
+            while True:
+                if self.queue.consumed >= target or self._pending_locked() == 0:
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        if self._closed:
+            return
+        timeout = self.close_timeout if timeout is None else timeout
+        delivered = self.flush(timeout) if self._started else self.pending == 0
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._commit_wake.set()
+        if self._committer is not None:
+            self._committer.join(5.0)
+        if self._committer is None or not self._committer.is_alive():
+            self._commit_once()  # whatever the loop did not take is written now
+        self._flusher.stop()
+        if self._flusher.is_alive():
+            self._flusher.join(_JOIN_TIMEOUT)
+        left = self.queue.committed_pending()
+        if not delivered or left:
+            logger.warning("closing the stream of %r with %d steps undelivered; they stay in %s and are sent "
+                           "by the next RemoteAgent opened on it (or `agents-bar-stream queue replay`)",
+                           self.agent_name, left, self.queue.directory)
+        if self._flusher.is_alive():
+            logger.warning("the flusher of %r is still in a request; leaving its queue open", self.agent_name)
+            return
+        if self._buffer:
+            logger.error("%d steps of %r could not be written to disk and are lost", len(self._buffer), self.agent_name)
+        self.queue.close()
+        _LIVE.discard(self)
+
+    def stats(self) -> Dict[str, Any]:
+        out = dict(self.stats_counters)
+        oldest = self._buffer_time if self._buffer else None
+        disk_oldest = self.queue.oldest_pending_time()
+        if disk_oldest is not None:
+            oldest = disk_oldest
+        out.update({
+            "pending": self.pending,
+            "bytes_pending": self._bytes,
+            "oldest_pending_age": None if oldest is None else max(0.0, time.time() - oldest),
+            "queue_dir": str(self.queue.directory),
+            "producer_id": self.queue.producer_id,
+            "durability": self.durability,
+            "storage_error": None if self._storage_error is None else str(self._storage_error),
+        })
+        return out
+
+    def _abandon_in_child(self) -> None:
+        """After fork, in the child: forget the parent's threads and lock without touching them."""
+        self._closed = True
+        self.queue._release_lock()
+
+
+_JOIN_TIMEOUT = 20.0
+
+
+def _after_fork_in_child() -> None:
+    # The child inherits copies of the parent's locks (possibly held by threads that do not exist in
+    # the child) and of the queue's lock descriptor. Drop them all: the child's RemoteAgent builds a
+    # fresh Stream on first use, which must take the queue lock on its own.
+    for stream in list(_LIVE):
+        stream._abandon_in_child()
+    _LIVE.clear()
+
+
+def _close_all_at_exit() -> None:
+    for stream in list(_LIVE):
+        if stream.pid != os.getpid():
+            continue
+        try:
+            stream.close(stream.close_timeout)
+        except Exception:  # noqa: BLE001 - exit must go on
+            logger.exception("closing the stream of %r at exit failed", stream.agent_name)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)
