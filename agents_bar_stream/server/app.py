@@ -38,6 +38,7 @@ from agents_bar_stream.protocol import (
 )
 from agents_bar_stream.server import learner as learner_mod
 from agents_bar_stream.server.learner import (
+    AgentFailure,
     ConfigError,
     Learners,
     NetworkFormatError,
@@ -388,7 +389,11 @@ def create_app(
             raise APIError(422, "noise must be a finite number >= 0")
         obs = _check_obs(_parse_json(await _read_body(request, MAX_SMALL_BODY)), row.config["obs_size"])
         runtime = _runtime(row)
-        action = await run_in_threadpool(runtime.act, obs, noise)
+        try:
+            action = await run_in_threadpool(runtime.act, obs, noise)
+        except AgentFailure as exc:
+            logger.warning("agent %s: %s", row.id, exc, exc_info=True)
+            raise APIError(503, str(exc), headers={"Retry-After": "1"}) from None
         return _json({"action": action})
 
     @app.post(p + "/agents/{name}/step")

@@ -28,13 +28,15 @@ import torch
 from agents_bar_stream.protocol import is_discrete
 from agents_bar_stream.server.store import AgentRow, Store
 
-__all__ = ["AgentRuntime", "ConfigError", "Learners", "NetworkFormatError", "validate_config"]
+__all__ = ["AgentFailure", "AgentRuntime", "ConfigError", "Learners", "NetworkFormatError", "validate_config"]
 
 logger = logging.getLogger(__name__)
 
 # The server shares a small machine with its clients: one torch thread per process is plenty for
 # these networks, and more only makes the learners fight the request threads for the cores.
 torch.set_num_threads(1)
+# ai-traineree's PPO logs a warning per early-stopped update: thousands per minute of streaming.
+logging.getLogger("PPO").setLevel(logging.ERROR)
 
 MAX_OBS_SIZE = 4096
 MAX_ACTION_SIZE = 1024
@@ -47,6 +49,10 @@ _TORCH_ZIP_MAGIC = b"PK\x03\x04"
 
 class ConfigError(ValueError):
     """A bad agent config or hyperparameter; the message is the ``detail`` of a 422."""
+
+
+class AgentFailure(RuntimeError):
+    """The agent itself failed (e.g. diverged weights); not the caller's fault."""
 
 
 class NetworkFormatError(ValueError):
@@ -196,6 +202,10 @@ def _network_state(agent) -> dict[str, dict[str, torch.Tensor]]:
     return {k: {n: t.detach().clone() for n, t in v.items()} for k, v in agent.get_network_state().net.items()}
 
 
+def _all_finite(agent) -> bool:
+    return all(bool(torch.isfinite(t).all()) for v in agent.get_network_state().net.values() for t in v.values())
+
+
 def encode_network(net: Mapping[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(dict(net), buf)
@@ -311,15 +321,21 @@ class AgentRuntime:
     def act(self, obs: list[float], noise: float) -> list:
         from aitraineree.types.experience import Experience
 
-        with self.lock:
-            exp = self.agent.act(Experience(obs=obs), noise)
-        action = exp.action
-        if self.discrete:
-            return [int(action)]
-        values = action.tolist() if hasattr(action, "tolist") else list(action)
-        if values and isinstance(values[0], list):  # a batch of one
-            values = values[0]
-        return [float(v) for v in values]
+        try:
+            with self.lock:
+                exp = self.agent.act(Experience(obs=obs), noise)
+            action = exp.action
+            if self.discrete:
+                return [int(action)]
+            values = action.tolist() if hasattr(action, "tolist") else list(action)
+            if values and isinstance(values[0], list):  # a batch of one
+                values = values[0]
+            out = [float(v) for v in values]
+        except Exception as exc:  # the library asserts; report it as the agent failing
+            raise AgentFailure(f"the {self.model} agent could not act: {type(exc).__name__} {exc}".strip()) from exc
+        if not all(math.isfinite(v) for v in out):
+            raise AgentFailure(f"the {self.model} agent produced a non-finite action")
+        return out
 
     def loss(self) -> dict[str, float]:
         """The agent's latest losses; names whose value is not known yet (NaN) are left out."""
@@ -361,8 +377,16 @@ class AgentRuntime:
         return exp
 
     def learn_available(self, max_steps: int = LEARN_CHUNK) -> int:
-        """Feed up to ``max_steps`` new logged steps to the agent; returns how many were read."""
+        """Feed up to ``max_steps`` new logged steps to the agent; returns how many were read.
+
+        When a chunk leaves non-finite weights (a diverged update), they are put back as they
+        were before it: an agent that answers ``act`` with NaN, or fails on it, helps no one.
+        """
         entries = self._store.read_log(self.id, self.cursor, max_steps)
+        if not entries:
+            return 0
+        with self.lock:
+            good = _network_state(self.agent)
         for _producer, _seq, step in entries:
             if self._stop.is_set():
                 break
@@ -374,6 +398,11 @@ class AgentRuntime:
                 self.learn_errors += 1
                 logger.warning("agent %s: learning from log position %s failed", self.id, self.cursor, exc_info=True)
             self.cursor += 1
+        with self.lock:
+            if not _all_finite(self.agent):
+                self.learn_errors += 1
+                logger.warning("agent %s: weights diverged (NaN/inf) before log position %s; restored", self.id, self.cursor)
+                self._set_network(good)
         return len(entries)
 
     def notify(self) -> None:
