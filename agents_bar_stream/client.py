@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import orjson
@@ -27,8 +28,10 @@ from agents_bar_stream.exceptions import (
     ClosedError,
     ConfigurationError,
     InvalidRequestError,
+    QueueLockedError,
     ServerBusyError,
     ServiceUnavailableError,
+    StorageError,
 )
 from agents_bar_stream.protocol import API_PREFIX, SUPPORTED_MODELS, is_discrete
 from agents_bar_stream.transport import Response, Transport
@@ -266,6 +269,22 @@ class RemoteAgent:
         from agents_bar_stream.stream import validate_stream_options  # noqa: PLC0415 (keeps import light)
 
         validate_stream_options(self._stream_options)
+        self._resume_earlier_queue()
+
+    def _resume_earlier_queue(self) -> None:
+        """If an earlier run left steps in this agent's queue, open it now so they go out first.
+
+        A queue held by another process is left alone here; step() reports that if it is called.
+        """
+        queue_dir = self._stream_options.get("queue_dir")
+        if queue_dir is None:
+            queue_dir = cfg.default_queue_dir(self._client.base_url, self.agent_name)
+        if not (Path(queue_dir) / "data").is_dir():
+            return
+        try:
+            self._stream()
+        except (QueueLockedError, StorageError) as exc:
+            logger.debug("not resuming queue %s now: %s", queue_dir, exc)
 
     def __repr__(self) -> str:
         return f"RemoteAgent({self.agent_name!r}, base_url={self._client.base_url!r})"

@@ -1,0 +1,51 @@
+"""Fixtures of the streaming tests: real agents on the real server, queues in temporary directories."""
+
+from __future__ import annotations
+
+import pytest
+from support.api import Api, login
+
+from agents_bar_stream import Client, RemoteAgent
+
+
+def obs_of(i: int, run: int = 0) -> list:
+    """An observation that carries its step's index (and a run id) so the server's log can be checked."""
+    return [float(i), float(run), 0.5, -0.5]
+
+
+def indices(log: list, run: int | None = None) -> list:
+    """The step indices, in the server's order, of a log from ``Api.log``."""
+    return [int(e["step"]["obs"][0]) for e in log if run is None or int(e["step"]["obs"][1]) == run]
+
+
+@pytest.fixture
+def make_agent(tmp_path, user):
+    """``make(server, name, create=True, **options) -> RemoteAgent`` with its queue under tmp_path.
+
+    The agent (DQN, obs 4, 2 actions) is created through the plain HTTP API when ``create``; every
+    agent made is closed at teardown with a short timeout so a failing test never hangs.
+    """
+    made = []
+
+    def make(server, name, *, create=True, queue_dir=None, **options) -> RemoteAgent:
+        if create:
+            Api(server.url, login(server.url, *user)).create_agent(name)
+        client = Client(base_url=server.url, username=user[0], password=user[1])
+        options.setdefault("retry_policy", _FAST_RETRY)
+        agent = RemoteAgent(client, name, queue_dir=queue_dir or tmp_path / f"queue-{name}-{len(made)}", **options)
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.close(timeout=2)
+
+
+def api_for(server, user) -> Api:
+    return Api(server.url, login(server.url, *user))
+
+
+from agents_bar_stream.config import RetryPolicy  # noqa: E402
+
+# Short backoff caps keep outage tests quick; the policy itself is tested in test_policy.py.
+_FAST_RETRY = RetryPolicy(initial=0.05, max_delay=0.5)
