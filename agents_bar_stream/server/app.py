@@ -555,17 +555,17 @@ def _apply_steps(state: _State, row: AgentRow, body: bytes, limits: dict[str, in
     doc = _parse_json(body)
     if not isinstance(doc, dict):
         raise APIError(422, 'the body must be {"producer_id", "first_seq", "steps"}')
+    steps = doc.get("steps")
+    if type(steps) is list and len(steps) > state.settings.max_batch_steps:
+        raise APIError(413, f"{len(steps)} steps is over the limit of {state.settings.max_batch_steps} per batch", **limits)
     producer_id = doc.get("producer_id")
     if not is_valid_producer_id(producer_id):
         raise APIError(422, "producer_id must be 1 to 64 characters of [A-Za-z0-9_-]")
     first_seq = doc.get("first_seq")
     if type(first_seq) is not int or first_seq < 0:
         raise APIError(422, "first_seq must be an integer >= 0")
-    steps = doc.get("steps")
     if type(steps) is not list or not steps:
         raise APIError(422, "steps must be a non-empty list")
-    if len(steps) > state.settings.max_batch_steps:
-        raise APIError(413, f"{len(steps)} steps is over the limit of {state.settings.max_batch_steps} per batch", **limits)
     acked = state.store.acked_seq(row.id, producer_id)
     if first_seq > acked + 1:
         raise APIError(409, f"sequence gap: first_seq is {first_seq}, expected {acked + 1}", expected_seq=acked + 1)
