@@ -69,14 +69,18 @@ def auth_headers(token) -> dict:
 
 
 @pytest.fixture
-def api(server, token) -> Api:
-    """``Api`` helper logged in as ``user`` on the shared server."""
-    return Api(server.url, token)
+def api(server, token):
+    """``Api`` helper logged in as ``user`` on the shared server; agents it creates are deleted after the test."""
+    helper = Api(server.url, token)
+    yield helper
+    helper.cleanup()
 
 
 @pytest.fixture
-def other_api(server, other_token) -> Api:
-    return Api(server.url, other_token)
+def other_api(server, other_token):
+    helper = Api(server.url, other_token)
+    yield helper
+    helper.cleanup()
 
 
 @pytest.fixture

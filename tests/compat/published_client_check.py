@@ -94,8 +94,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     try:
         for model in args.models.split(","):
-            discrete = model.lower() in ("dqn", "rainbow")
-            run(args.url.rstrip("/"), model.strip(), obs_size=4, action_size=2 if discrete else 2)
+            run(args.url.rstrip("/"), model.strip(), obs_size=4, action_size=2)
     except Exception:  # noqa: BLE001 - any failure is the result: report it and exit non-zero
         traceback.print_exc()
         print("FAILED", file=sys.stderr)

@@ -27,6 +27,7 @@ def test_published_client_works_unchanged(server, user):
     env.update(AGENTS_BAR_USER=user[0], AGENTS_BAR_PASS=user[1], PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.run(
         [python, str(SCRIPT), "--url", server.url, "--models", "dqn,ppo,ddpg,rainbow"],
+        check=False,
         env=env,
         cwd=str(SCRIPT.parent),  # never the repo root: the published client must not see this project
         capture_output=True,

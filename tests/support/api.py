@@ -26,6 +26,7 @@ class Api:
         self.base_url = base_url
         self.session = requests.Session()
         self.timeout = timeout
+        self.created: list = []  # names of the agents this helper created, for cleanup()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -52,7 +53,18 @@ class Api:
         }
         resp = self.post("/agents/", json=body)
         assert resp.status_code == 201, resp.text
+        self.created.append(name)
         return resp.json()
+
+    def cleanup(self) -> None:
+        """Delete the agents this helper created (so that their learners stop using the CPU)."""
+        for name in self.created:
+            try:
+                self.delete(f"/agents/{name}")
+            except requests.RequestException:
+                pass
+        self.created.clear()
+        self.session.close()
 
     def send_steps(self, name: str, producer_id: str, first_seq: int, steps: list) -> requests.Response:
         return self.post(f"/agents/{name}/steps", json={"producer_id": producer_id, "first_seq": first_seq, "steps": steps})
