@@ -1,0 +1,399 @@
+"""``agents-bar-stream demo``: a DQN agent learns CartPole through the streaming client.
+
+The loop is what a user writes: ``act()`` for every action (epsilon-greedy noise that decays per
+episode) and ``step()`` for every transition. ``step()`` only queues on disk; the server learns
+from its log in a background thread at its own pace. With ``--flaky`` a :class:`FlakyProxy` sits
+between the client and the server (resets, lost answers, stalls, and one 10 s outage), and the
+demo shows that the loop kept its pace, the queue filled and drained, and the server received
+every transition exactly once.
+
+Imports of gymnasium, numpy and matplotlib happen inside :func:`run_demo`, so importing this
+module stays cheap (the command line imports it only for ``demo``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, TextIO, Tuple
+
+from agents_bar_stream.progress import Progress, format_duration
+
+__all__ = ["DEMO_HYPERPARAMETERS", "DemoResult", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+ENV_ID = "CartPole-v1"
+SOLVED_AVERAGE = 195.0  # the classic CartPole threshold, over the last WINDOW episodes
+WINDOW = 20
+#: DQN settings that learn CartPole in a couple of hundred episodes on a small CPU: the default
+#: 64x64 dueling network, a short warm-up, and a target network that follows quickly (tau).
+DEMO_HYPERPARAMETERS: Dict[str, Any] = {
+    "lr": 1e-3,
+    "gamma": 0.99,
+    "tau": 0.01,
+    "batch_size": 64,
+    "buffer_size": 50_000,
+    "warm_up": 500,
+    "update_freq": 2,  # learn every other step: half the CPU, about the same number of episodes
+    "number_updates": 1,
+    "n_steps": 1,
+    "using_double_q": True,
+    "max_grad_norm": 10.0,
+}
+EPS_START, EPS_END, EPS_DECAY = 1.0, 0.01, 0.97  # epsilon of episode k: max(END, START * DECAY**k)
+MAX_LEARN_LAG = 1500  # steps the server may have received and not learned before the loop waits
+INFO_EVERY = 100  # env steps between looks at the server's counters
+ACT_TIMEOUT = 0.25  # seconds; over the flaky link act() falls back to a random action after this
+OFFLINE_HOLD = 1.0  # seconds the loop acts locally after a fallback, instead of probing every step
+OUTAGE_SECONDS = 10.0
+
+
+class DemoError(Exception):
+    """The demo could not run (missing extra, server did not start); the message says why."""
+
+
+@dataclass
+class DemoResult:
+    """What a run did; ``ok`` is True when the server's counts match the client's."""
+
+    returns: List[float] = field(default_factory=list)
+    solved_at: Optional[int] = None  # 1-based episode at which the 20-episode average reached 195
+    wall_time: float = 0.0
+    env_steps: int = 0
+    enqueued: int = 0
+    delivered: int = 0
+    steps_received: int = 0
+    steps_learned: int = 0
+    log_entries: Optional[int] = None
+    log_duplicates: Optional[int] = None
+    flushed: bool = False
+    step_p50_ms: float = 0.0
+    step_p99_ms: float = 0.0
+    step_max_ms: float = 0.0
+    act_fallbacks: int = 0
+    local_actions: int = 0
+    peak_pending: int = 0
+    throttle_seconds: float = 0.0
+    outage: Optional[Tuple[int, int]] = None  # episodes during which the link was down
+    proxy_stats: Dict[str, int] = field(default_factory=dict)
+    plot: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        counts = self.flushed and self.steps_received == self.enqueued == self.delivered
+        return counts and (self.log_duplicates in (None, 0)) and (self.log_entries in (None, self.enqueued))
+
+
+def _import_extras() -> Tuple[Any, Any]:
+    try:
+        import gymnasium
+        import numpy
+    except ImportError as exc:
+        raise DemoError(f"the demo needs the 'server' extra (pip install 'agents-bar-stream[server]'): {exc}") from None
+    return gymnasium, numpy
+
+
+def _percentile(values: List[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _read_log(admin: Any, name: str) -> List[Tuple[str, int]]:
+    """Every ``(producer_id, seq)`` in the server's log of ``name``, following ``next``."""
+    out: List[Tuple[str, int]] = []
+    start: Optional[int] = 0
+    while start is not None:
+        response = admin.request("GET", f"/agents/{name}/steps", params={"start": start, "limit": 10_000})
+        doc = response.raise_for_status().json()
+        out.extend((entry["producer_id"], entry["seq"]) for entry in doc["steps"])
+        start = doc["next"]
+    return out
+
+
+def save_plot(returns: List[float], path: str, *, outage: Optional[Tuple[int, int]] = None, title: str = "") -> None:
+    """A PNG of the episode returns and their moving average (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    episodes = list(range(1, len(returns) + 1))
+    window: deque = deque(maxlen=WINDOW)
+    average = []
+    for value in returns:
+        window.append(value)
+        average.append(sum(window) / len(window))
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    try:
+        ax.plot(episodes, returns, color="#9ecae1", linewidth=1, label="episode return")
+        ax.plot(episodes, average, color="#08519c", linewidth=2, label=f"average of the last {WINDOW}")
+        ax.axhline(SOLVED_AVERAGE, color="#31a354", linestyle="--", linewidth=1, label=f"solved ({SOLVED_AVERAGE:g})")
+        if outage is not None:
+            ax.axvspan(outage[0], max(outage[1], outage[0] + 0.5), color="#fdae6b", alpha=0.4, label="link down")
+        ax.set_xlabel("episode")
+        ax.set_ylabel("return")
+        ax.set_title(title or f"DQN on {ENV_ID} through agents-bar-stream")
+        ax.legend(loc="upper left")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+class _Pacer:
+    """Keeps the loop from running far ahead of the server's learner (it learns at its own pace)."""
+
+    def __init__(self, admin: Any, name: str) -> None:
+        self.admin = admin
+        self.name = name
+        self.received = 0
+        self.learned = 0
+        self.waited = 0.0
+
+    def refresh(self) -> None:
+        try:
+            info = self.admin.request("GET", f"/agents/{self.name}").raise_for_status().json()
+        except Exception as exc:  # noqa: BLE001 - a missed look only delays pacing; the run goes on
+            logger.debug("could not read the agent's counters: %s", exc)
+            return
+        self.received = int(info.get("steps_received", 0))
+        self.learned = int(info.get("steps_learned", 0))
+
+    def wait_for_learner(self, max_wait: float = 30.0) -> None:
+        self.refresh()
+        if self.received - self.learned <= MAX_LEARN_LAG:
+            return
+        start = time.monotonic()
+        while self.received - self.learned > MAX_LEARN_LAG // 2 and time.monotonic() - start < max_wait:
+            time.sleep(0.05)
+            self.refresh()
+        self.waited += time.monotonic() - start
+
+
+def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, password: Optional[str] = None,
+             token: Optional[str] = None, episodes: int = 400, flaky: bool = False, seed: int = 0,
+             plot: Optional[str] = "demo-learning-curve.png", quiet: bool = False,
+             out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> DemoResult:
+    """Run the demo and return what happened; prints a summary to ``out`` and progress to ``err``.
+
+    Raises :class:`DemoError` when it cannot run, and the client's own errors (AgentsBarError) when
+    the server refuses something (bad credentials, for instance).
+    """
+    gym, np = _import_extras()
+    from agents_bar_stream.client import Client, RemoteAgent
+    from agents_bar_stream.config import RetryPolicy
+
+    workdir = Path(tempfile.mkdtemp(prefix="agents-bar-demo-"))
+    keep_workdir = False
+    server = proxy = None
+    agent = None
+    clients: List[Any] = []
+    started = time.monotonic()
+    try:
+        if url is None:
+            from agents_bar_stream.server.process import LocalServer, ServerStartError
+
+            username, password, token = "demo", secrets.token_urlsafe(16), None
+            server = LocalServer(workdir / "server", users=[(username, password)])
+            if not quiet:
+                print(f"starting a local server (data in {workdir / 'server'}) ...", file=err, flush=True)
+            try:
+                server.start(timeout=120)
+            except ServerStartError as exc:
+                raise DemoError(f"the local server did not start: {str(exc).splitlines()[0]}") from None
+            url = server.url
+        admin = Client(base_url=url, username=username, password=password, access_token=token)
+        clients.append(admin)
+        link_url = admin.base_url
+        if flaky:
+            from agents_bar_stream.flaky import FlakyProxy
+
+            proxy = FlakyProxy(admin.base_url, seed=seed, reset_prob=0.03, drop_response_prob=0.03,
+                               stall_prob=0.02, stall_seconds=1.5).start()
+            link_url = proxy.url
+        link = Client(base_url=link_url, username=username, password=password, access_token=token)
+        clients.append(link)
+
+        name = f"demo-cartpole-{secrets.token_hex(3)}"
+        hyper = dict(DEMO_HYPERPARAMETERS, seed=seed)
+        # Created over the direct link: a create whose answer the proxy drops would be retried into a 409.
+        RemoteAgent(admin, name, **hyper).create_agent(obs_size=4, action_size=2, agent_model="dqn")
+        rng = random.Random(seed)
+        agent = RemoteAgent(
+            link, name, agent_model="dqn", obs_size=4, action_size=2,
+            act_timeout=ACT_TIMEOUT, fallback=lambda obs: rng.randrange(2),
+            queue_dir=str(workdir / "queue"),
+            # The demo wants the queue to drain soon after the outage, not after a 30 s backoff.
+            retry_policy=RetryPolicy(initial=0.05, max_delay=1.0),
+        )
+        if not quiet:
+            where = f"{admin.base_url} through a flaky proxy at {link_url}" if flaky else admin.base_url
+            print(f"agent {name} (dqn) on {where}; {ENV_ID}, up to {episodes} episodes, seed {seed}",
+                  file=err, flush=True)
+
+        result = _loop(gym, agent, admin, name, proxy, episodes=episodes, seed=seed, rng=rng, quiet=quiet, err=err)
+        result.flushed = agent.flush(timeout=120)
+        stats = agent.stats
+        result.enqueued = int(stats.get("enqueued", 0))
+        result.delivered = int(stats.get("delivered", 0))
+        result.act_fallbacks = int(stats.get("act_fallbacks", 0))
+        agent.close(timeout=5)
+        pacer = _Pacer(admin, name)
+        pacer.refresh()
+        result.steps_received, result.steps_learned = pacer.received, pacer.learned
+        if flaky:
+            entries = _read_log(admin, name)
+            result.log_entries = len(entries)
+            result.log_duplicates = len(entries) - len(set(entries))
+            result.proxy_stats = dict(proxy.stats) if proxy is not None else {}
+        result.wall_time = time.monotonic() - started
+        if plot:
+            save_plot(result.returns, plot, outage=result.outage)
+            result.plot = str(plot)
+        if not result.flushed:
+            keep_workdir = True
+        _print_summary(result, out=out, flaky=flaky, workdir=workdir if keep_workdir else None)
+        return result
+    finally:
+        if agent is not None:
+            agent.close(timeout=2)
+        for client in clients:
+            client.close()
+        if proxy is not None:
+            proxy.stop()
+        if server is not None:
+            server.stop()
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: int, seed: int, rng: random.Random,
+          quiet: bool, err: TextIO) -> DemoResult:
+    result = DemoResult()
+    env = gym.make(ENV_ID)
+    pacer = _Pacer(admin, name)
+    progress = None if quiet else Progress(total=episodes, label="demo", unit="episodes", stream=err)
+    window: deque = deque(maxlen=WINDOW)
+    step_times: List[float] = []
+    # The outage falls in the middle of a run that learns in the usual number of episodes.
+    outage_episode = max(1, min(episodes // 2, 40)) if proxy is not None else None
+    offline_until = 0.0
+    outage_open = False
+    fallbacks_seen = 0
+    try:
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        for episode in range(episodes):
+            if episode == outage_episode:
+                proxy.down(OUTAGE_SECONDS)
+                outage_open = True
+                result.outage = (episode + 1, episode + 1)
+                if progress is not None:
+                    progress.message(f"episode {episode + 1}: the link goes down for {OUTAGE_SECONDS:g} s")
+            eps = max(EPS_END, EPS_START * EPS_DECAY**episode)
+            total, done = 0.0, False
+            if episode:
+                obs, _ = env.reset()
+            while not done:
+                now = time.monotonic()
+                if now < offline_until:
+                    action = rng.randrange(2)  # the link is down: do not pay act_timeout on every step
+                    result.local_actions += 1
+                else:
+                    action = agent.act(obs, noise=eps)
+                    fallbacks = agent.stats["act_fallbacks"]
+                    if fallbacks != fallbacks_seen:
+                        fallbacks_seen = fallbacks
+                        offline_until = time.monotonic() + OFFLINE_HOLD
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                done = bool(terminated or truncated)
+                t0 = time.perf_counter()
+                # done means "no future from here": a time limit is not a failure, so it is not terminal.
+                agent.step(obs, action, float(reward), next_obs, bool(terminated))
+                step_times.append(time.perf_counter() - t0)
+                obs = next_obs
+                total += reward
+                result.env_steps += 1
+                pending = agent.pending
+                if pending > result.peak_pending:
+                    result.peak_pending = pending
+                if result.env_steps % INFO_EVERY == 0:
+                    pacer.wait_for_learner()
+            result.returns.append(total)
+            if outage_open and result.outage is not None:
+                result.outage = (result.outage[0], episode + 1)
+                outage_open = proxy.is_down
+            window.append(total)
+            average = sum(window) / len(window)
+            if progress is not None:
+                stats = agent.stats
+                online = {True: "online", False: "OFFLINE", None: "-"}[stats.get("online")]
+                progress.update(episode + 1, note=(
+                    f"return {total:3.0f}  avg{WINDOW} {average:5.1f}  eps {eps:.2f}  "
+                    f"queue {agent.pending} {online}  learned {pacer.learned}/{pacer.received}"))
+            if len(window) == WINDOW and average >= SOLVED_AVERAGE:
+                result.solved_at = episode + 1
+                break
+    finally:
+        env.close()
+        if progress is not None:
+            progress.close()
+    result.step_p50_ms = _percentile(step_times, 0.50) * 1000
+    result.step_p99_ms = _percentile(step_times, 0.99) * 1000
+    result.step_max_ms = max(step_times, default=0.0) * 1000
+    result.throttle_seconds = pacer.waited
+    return result
+
+
+def _print_summary(r: DemoResult, *, out: TextIO, flaky: bool, workdir: Optional[Path]) -> None:
+    def say(text: str = "") -> None:
+        print(text, file=out)
+
+    last = r.returns[-WINDOW:]
+    average = sum(last) / len(last) if last else 0.0
+    say()
+    if r.solved_at is not None:
+        say(f"solved: the average return of the last {WINDOW} episodes reached {average:.1f} "
+            f"at episode {r.solved_at} ({r.env_steps} steps, {format_duration(r.wall_time)} wall time)")
+    else:
+        say(f"not solved in {len(r.returns)} episodes: average of the last {min(WINDOW, len(last))} is "
+            f"{average:.1f} ({r.env_steps} steps, {format_duration(r.wall_time)} wall time)")
+    say(f"steps: {r.enqueued} sent by the client, {r.delivered} acknowledged, {r.steps_received} received by the "
+        f"server, {r.steps_learned} learned")
+    say(f"step() latency in the loop: p50 {r.step_p50_ms:.3f} ms, p99 {r.step_p99_ms:.3f} ms, "
+        f"max {r.step_max_ms:.1f} ms")
+    if r.throttle_seconds >= 0.1:
+        say(f"the loop waited {r.throttle_seconds:.1f} s in all for the server's learner to catch up")
+    if flaky:
+        ps = r.proxy_stats
+        say(f"flaky link: {ps.get('resets', 0)} resets, {ps.get('dropped_responses', 0)} dropped answers, "
+            f"{ps.get('stalls', 0)} stalls, {ps.get('refused', 0) + ps.get('cuts', 0)} connections refused or cut "
+            f"during a {OUTAGE_SECONDS:g} s outage (episodes {r.outage[0]}-{r.outage[1]})" if r.outage else
+            f"flaky link: {ps.get('resets', 0)} resets, {ps.get('dropped_responses', 0)} dropped answers, "
+            f"{ps.get('stalls', 0)} stalls")
+        say(f"act(): {r.act_fallbacks} fallbacks to a random action, {r.local_actions} actions taken locally while "
+            "the link was down")
+        say(f"queue: peak {r.peak_pending} pending transitions, drained to 0" if r.flushed else
+            f"queue: peak {r.peak_pending} pending, NOT drained")
+        dup = "no duplicates" if r.log_duplicates == 0 else f"{r.log_duplicates} DUPLICATES"
+        say(f"server log: {r.log_entries} entries, {dup}")
+    if r.plot:
+        say(f"learning curve: {r.plot}")
+    if workdir is not None:
+        say(f"undelivered steps stay in {workdir / 'queue'} (agents-bar-stream queue replay)")
+    if r.ok:
+        say("every transition reached the server exactly once")
+    else:
+        say("MISMATCH: the server's count differs from what the client sent")
