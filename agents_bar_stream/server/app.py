@@ -290,8 +290,11 @@ def create_app(
     def _runtime(row: AgentRow) -> learner_mod.AgentRuntime:
         try:
             return learners.get(row)
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # shutting down
             raise APIError(503, str(exc), headers={"Retry-After": "1"}) from None
+        except Exception as exc:  # the agent cannot be built (e.g. the library refuses its config)
+            logger.exception("agent %s cannot be loaded", row.id)
+            raise APIError(503, f"agent {row.name!r} cannot be loaded: {exc}") from None
 
     p = API_PREFIX
 

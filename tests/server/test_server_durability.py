@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import requests
@@ -104,9 +105,20 @@ def test_kill_9_during_a_stream_loses_no_answered_batch(server_factory, user):
     assert [e["seq"] for e in api.log("crashy")] == list(range(first + batch))
 
 
-def test_restart_after_kill_on_same_port(server_factory, user):
-    server = server_factory()
+def test_restart_after_kill_on_same_port_and_token_expiry(server_factory, user):
+    ttl = 4.0
+    server = server_factory(extra_args=["--token-ttl", str(ttl)])
     port = server.port
+    issued = time.monotonic()
+    token = login(server.url, *user)
+    api = Api(server.url, token)
+    assert api.get("/agents/").status_code == 200
     server.restart(kill=True)
     assert server.port == port
-    assert login(server.url, *user)
+    if time.monotonic() - issued < ttl - 1.5:  # (expiry is whole seconds: the token may live ttl - 1 s)
+        assert api.get("/agents/").status_code == 200, "tokens stay valid across a restart"
+    time.sleep(max(0.0, ttl + 0.2 - (time.monotonic() - issued)))
+    resp = api.get("/agents/")
+    assert resp.status_code == 401, "the token should have expired"
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer") and "expired" in resp.json()["detail"]
+    assert Api(server.url, login(server.url, *user)).get("/agents/").status_code == 200
