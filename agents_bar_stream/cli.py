@@ -573,16 +573,17 @@ def cmd_agents_list(args: argparse.Namespace) -> int:
 
 
 def cmd_agents_create(args: argparse.Namespace) -> int:
-    from agents_bar_stream.client import RemoteAgent
+    import orjson
 
     client = _client(args)
     args._url_used = client.base_url
+    # Posted as is rather than through RemoteAgent: its keyword arguments mix streaming options
+    # with hyperparameters (batch_size is both) and take no lists (hidden_layers is one).
+    config = {**dict(args.param), "obs_size": args.obs_size, "action_size": args.action_size}
+    payload = {"name": args.name, "model": args.model.lower(), "description": args.description,
+               "config": config, "is_active": True}
     with client:
-        try:
-            agent = RemoteAgent(client, args.name, description=args.description, **dict(args.param))
-        except TypeError as exc:  # a hyperparameter value RemoteAgent cannot send (a list, say)
-            raise CommandError(_one_line(str(exc)), EXIT_USAGE) from None
-        info = agent.create_agent(args.obs_size, args.action_size, args.model)
+        info = client.request("POST", "/agents/", body=orjson.dumps(payload)).raise_for_status().json()
     print(f"created agent {info.get('name', args.name)} ({info.get('model', args.model)}, obs_size {args.obs_size}, "
           f"action_size {args.action_size}) at {client.base_url}")
     return EXIT_OK

@@ -34,9 +34,10 @@ logger = logging.getLogger(__name__)
 ENV_ID = "CartPole-v1"
 SOLVED_AVERAGE = 195.0  # the classic CartPole threshold, over the last WINDOW episodes
 WINDOW = 20
-#: DQN settings that learn CartPole in a couple of hundred episodes on a small CPU: the default
-#: 64x64 dueling network, a short warm-up, and a target network that follows quickly (tau).
+#: DQN settings that learn CartPole in a couple of hundred episodes on a small CPU: a 64x64
+#: dueling network, a short warm-up, and a target network that follows quickly (tau).
 DEMO_HYPERPARAMETERS: Dict[str, Any] = {
+    "hidden_layers": [64, 64],
     "lr": 1e-3,
     "gamma": 0.99,
     "tau": 0.01,
@@ -192,6 +193,8 @@ def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, passw
     the server refuses something (bad credentials, for instance).
     """
     gym, np = _import_extras()
+    import orjson
+
     from agents_bar_stream.client import Client, RemoteAgent
     from agents_bar_stream.config import RetryPolicy
 
@@ -229,7 +232,10 @@ def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, passw
         name = f"demo-cartpole-{secrets.token_hex(3)}"
         hyper = dict(DEMO_HYPERPARAMETERS, seed=seed)
         # Created over the direct link: a create whose answer the proxy drops would be retried into a 409.
-        RemoteAgent(admin, name, **hyper).create_agent(obs_size=4, action_size=2, agent_model="dqn")
+        # Posted as is: RemoteAgent's keyword arguments take batch_size as its streaming batch size.
+        payload = {"name": name, "model": "dqn", "description": "agents-bar-stream demo",
+                   "config": {**hyper, "obs_size": 4, "action_size": 2}, "is_active": True}
+        admin.request("POST", "/agents/", body=orjson.dumps(payload)).raise_for_status()
         rng = random.Random(seed)
         agent = RemoteAgent(
             link, name, agent_model="dqn", obs_size=4, action_size=2,
