@@ -18,7 +18,8 @@ def _free_port() -> int:
 def test_create_list_and_delete(cli, creds, server, api, agent_name, one_line_error):
     url = ["--url", server.url]
     created = cli("agents", "create", agent_name, "--model", "dqn", "--obs-size", "4", "--action-size", "2",
-                  "--param", "lr=0.001", "--param", "batch_size=32", "--param", "hidden_layers=[32,32]", *url, env=creds)
+                  "--param", "lr=0.001", "--param", "batch_size=32", "--param", "hidden_layers=[32,32]",
+                  *url, env=creds)
     assert created.code == 0, created.err
     assert f"created agent {agent_name}" in created.out
     info = api.agent(agent_name)
