@@ -185,6 +185,7 @@ class DiskQueue:
             self._fill(last)
             self.next_local = max(self.next_local, last[0] + last[1])
         self.dead_letters = dead
+        self.in_flight_through = -1  # the last local the flusher may be sending (see read_batch)
         self.committed_through = self.next_local - 1
         # Bytes of queued steps: exact for what this process writes; at open, diskcache's own
         # measure of the disk in use stands in (reading every segment back would cost seconds).
@@ -265,6 +266,8 @@ class DiskQueue:
                     stop_at = min(stop_at, start)
                     break
             wire = self.wire_seq(first)
+            # drop_oldest must not delete what is being read and sent: claim the most we may read.
+            self.in_flight_through = min(stop_at - 1, first + max_steps - 1)
         items: List[bytes] = []
         size = 0
         i = max(0, bisect_right([s[0] for s in segments], first) - 1)
@@ -288,6 +291,8 @@ class DiskQueue:
                 i += 1
                 continue
             break
+        with self.lock:
+            self.in_flight_through = first + len(items) - 1
         if not items:
             return None
         return Batch(first, wire, items)
@@ -358,7 +363,7 @@ class DiskQueue:
             for seg in self.segments:
                 if freed >= need_bytes:
                     break
-                if seg[0] <= after_local or seg[0] <= self.consumed:
+                if seg[0] <= max(after_local, self.consumed, self.in_flight_through):
                     continue
                 if seg[1] is None:
                     self._fill(seg)

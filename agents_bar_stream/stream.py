@@ -169,8 +169,7 @@ class Stream:
         deadline = time.monotonic() + self.block_timeout
         while self._bytes + size > self.max_pending_bytes:
             if self.on_full == "drop_oldest":
-                protect = max(self._flusher_in_flight(), self.queue.consumed)
-                dropped, freed = self.queue.drop_oldest(protect, self._bytes + size - self.max_pending_bytes)
+                dropped, freed = self.queue.drop_oldest(self.queue.consumed, self._bytes + size - self.max_pending_bytes)
                 if dropped:
                     self._bytes -= freed
                     self.stats_counters["dropped"] += dropped
@@ -185,10 +184,6 @@ class Stream:
             self._cond.wait(min(remaining, 0.1))
             if self._closed:
                 raise ClosedError(f"the stream of {self.agent_name!r} was closed while step() waited for room")
-
-    def _flusher_in_flight(self) -> int:
-        """Steps the flusher may be sending: everything up to the head's batch end is off limits to drop_oldest."""
-        return self.queue.consumed + self._flusher.max_steps
 
     def _on_progress(self, consumed: int, freed: int) -> None:
         with self._cond:

@@ -1,0 +1,188 @@
+"""Local limits: a full queue under each policy, a full disk, and step() never waiting on the network."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+from conftest import api_for, indices, obs_of
+
+from agents_bar_stream import InvalidStepError, QueueFullError
+
+
+@pytest.fixture
+def down_server(server_factory, user, agent_name, make_agent):
+    """A private server with the agent created, then stopped."""
+    srv = server_factory()
+    make_agent(srv, agent_name).close()
+    srv.stop(timeout=30)
+    return srv
+
+
+@pytest.fixture
+def dead_server():
+    """An address where nothing listens (a port just freed): for tests that never need the server back."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return types.SimpleNamespace(url=f"http://127.0.0.1:{port}")
+
+
+@pytest.mark.timeout(120)
+def test_step_never_waits_for_the_network(dead_server, agent_name, make_agent):
+    agent = make_agent(dead_server, agent_name, create=False)
+    n = 100_000
+    worst = 0.0
+    started = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        agent.step(obs_of(i), i % 2, 0.0, obs_of(i + 1), False)
+        worst = max(worst, time.perf_counter() - t0)
+    total = time.perf_counter() - started
+    # A step that touched the network would wait at least a connect attempt to a dead port plus
+    # backoff; the bound here is far above memory speed and far below any network wait.
+    assert worst < 1.0, f"one step() took {worst:.3f} s"
+    assert agent.pending == n
+    assert agent.stats["online"] is False
+    print(f"100k steps with the server down: {total:.2f} s, worst {worst * 1e3:.1f} ms")
+
+
+@pytest.mark.timeout(60)
+def test_on_full_raise(dead_server, agent_name, make_agent):
+    agent = make_agent(dead_server, agent_name, create=False, max_pending_bytes=20_000, on_full="raise")
+    accepted = 0
+    with pytest.raises(QueueFullError):
+        for i in range(10_000):
+            agent.step(obs_of(i), 0, 0.0, obs_of(i + 1), False)
+            accepted += 1
+    assert 0 < accepted < 10_000
+    assert agent.pending == accepted  # the refused step was not queued, nothing earlier was lost
+
+
+@pytest.mark.timeout(60)
+def test_on_full_block_times_out_then_resumes_when_the_server_returns(down_server, user, agent_name, make_agent):
+    agent = make_agent(down_server, agent_name, create=False, max_pending_bytes=20_000, on_full="block",
+                       block_timeout=0.5)
+    accepted = 0
+    started = time.monotonic()
+    with pytest.raises(QueueFullError):
+        for i in range(10_000):
+            agent.step(obs_of(i), 0, 0.0, obs_of(i + 1), False)
+            accepted += 1
+    assert time.monotonic() - started >= 0.5  # it did wait for room before giving up
+    down_server.start(timeout=60)
+    # With the server back the flusher makes room, and step() blocks only until it has.
+    for i in range(accepted, accepted + 2000):
+        agent.step(obs_of(i), 0, 0.0, obs_of(i + 1), False)
+    assert agent.flush(timeout=30)
+    assert indices(api_for(down_server, user).log(agent_name)) == list(range(accepted + 2000))
+
+
+@pytest.mark.timeout(60)
+def test_on_full_drop_oldest_keeps_the_newest_in_order(down_server, user, agent_name, make_agent):
+    agent = make_agent(down_server, agent_name, create=False, max_pending_bytes=50_000, on_full="drop_oldest",
+                       durability="step")
+    n = 3000
+    for i in range(n):
+        agent.step(obs_of(i), 0, 0.0, obs_of(i + 1), False)
+    dropped = agent.stats["dropped"]
+    assert dropped > 0
+    down_server.start(timeout=60)
+    assert agent.flush(timeout=30), agent.stats
+    got = indices(api_for(down_server, user).log(agent_name))
+    assert len(got) == n - dropped
+    assert got == sorted(got) and got[-1] == n - 1  # in order, the newest kept
+    assert got == list(range(got[0], n)) or len(set(got)) == len(got)  # no duplicates
+
+
+@pytest.mark.timeout(60)
+def test_flush_with_the_server_down_returns_false_in_time(dead_server, agent_name, make_agent):
+    agent = make_agent(dead_server, agent_name, create=False)
+    agent.step(obs_of(0), 0, 0.0, obs_of(1), False)
+    started = time.monotonic()
+    assert agent.flush(timeout=0.5) is False
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    agent.close(timeout=0.5)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.timeout(30)
+def test_bad_transitions_raise_and_queue_nothing(server, agent_name, make_agent):
+    agent = make_agent(server, agent_name)
+    agent.sync()  # the agent now knows obs_size 4 and 2 discrete actions
+    agent.step(obs_of(0), 1, 0.0, obs_of(1), False)
+    bad = [
+        ([0.0] * 3, 0, 0.0, [0.0] * 4, False),          # obs too short
+        (obs_of(0), 0, float("nan"), obs_of(1), False),  # non-finite reward
+        (obs_of(0), 2, 0.0, obs_of(1), False),           # action out of range
+        (obs_of(0), 0.5, 0.0, obs_of(1), False),         # not an integer action
+        (obs_of(0), 0, 0.0, ["a", 0.0, 0.0, 0.0], False),  # not numbers
+        (obs_of(0), 0, 0.0, obs_of(1), "yes"),           # done not a bool
+    ]
+    for args in bad:
+        with pytest.raises(InvalidStepError):
+            agent.step(*args)
+        with pytest.raises(ValueError):  # InvalidStepError is a ValueError too
+            agent.step(*args)
+    assert agent.stats["enqueued"] == 1
+    assert agent.flush(timeout=30) and agent.pending == 0
+
+
+FILL_DISK = r"""
+import resource, signal, sys
+from agents_bar_stream import Client, RemoteAgent, StorageError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+agent = RemoteAgent(Client(base_url=sys.argv[1], access_token="t"), "disk-full", queue_dir=sys.argv[2],
+                    durability="step")
+agent.step([0.0] * 64, 0, 0.0, [0.0] * 64, False)   # the queue exists before the limit
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+accepted = 1
+try:
+    for i in range(1, 200000):
+        agent.step([float(i)] * 64, 0, 0.0, [0.0] * 64, False)
+        accepted += 1
+except StorageError as exc:
+    print("full after", accepted, exc.errno)
+    try:
+        agent.step([0.0] * 64, 0, 0.0, [0.0] * 64, False)
+        print("accepted after full")
+    except StorageError:
+        print("still refused")
+    sys.exit(0)
+sys.exit(5)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_full_disk_raises_storage_error_and_keeps_what_was_queued(tmp_path):
+    # The one fault injected by hand: RLIMIT_FSIZE makes the queue's files unable to grow past a
+    # size, as a full filesystem would (and, unlike a tmpfs mount, needs no privileges).
+    queue_dir = tmp_path / "full-queue"
+    proc = subprocess.run([sys.executable, "-c", FILL_DISK, "http://127.0.0.1:9", str(queue_dir), str(2 * 2**20)],
+                          capture_output=True, timeout=100)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    accepted = int(out.split()[2])
+    assert "still refused" in out
+    # Reopen without the limit: every step that step() accepted is there, intact and in order.
+    from agents_bar_stream.storage import DiskQueue
+
+    q = DiskQueue(queue_dir)
+    try:
+        assert q.committed_pending() == accepted
+        batch = q.read_batch(accepted, 2**30)
+        assert batch is not None and len(batch.items) == accepted
+        import orjson
+
+        firsts = [orjson.loads(item)["obs"][0] for item in batch.items]
+        assert firsts == [float(i) for i in range(accepted)]
+    finally:
+        q.close()
+    assert resource.getrlimit(resource.RLIMIT_FSIZE)  # (the limit applied to the child only)
