@@ -33,7 +33,7 @@ from agents_bar_stream.exceptions import (  # noqa: E402
 )
 from agents_bar_stream.protocol import PROTOCOL_VERSION, SUPPORTED_MODELS  # noqa: E402
 
-__all__ = sorted([
+__all__ = [
     "APIError",
     "AgentExistsError",
     "AgentNotFoundError",
@@ -60,6 +60,6 @@ __all__ = sorted([
     "StreamError",
     "__version__",
     "wait_until_agent_exists",
-])
+]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

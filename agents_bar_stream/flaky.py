@@ -52,11 +52,7 @@ import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated at runtime here
-    from typing import Self
 
 __all__ = ["FlakyProxy"]
 
@@ -338,7 +334,9 @@ class _Connection:
                     if mask & selectors.EVENT_READ and not pipe.src_eof:
                         self._read(pipe, up)
 
-    def _update_interest(self, selector: selectors.BaseSelector, interest: dict[socket.socket, int], up: _Pipe, down: _Pipe) -> None:
+    def _update_interest(
+        self, selector: selectors.BaseSelector, interest: dict[socket.socket, int], up: _Pipe, down: _Pipe
+    ) -> None:
         now = time.monotonic()
         wanted = {up.src: 0, down.src: 0}
         for pipe in (up, down):
@@ -626,7 +624,7 @@ class FlakyProxy:
             logger.warning("FlakyProxy.stop: threads still running after %.1f s: %s", timeout, alive)
         return not alive
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> FlakyProxy:
         if self._state == _UNSTARTED:
             self.start()
         return self

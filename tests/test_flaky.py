@@ -241,7 +241,10 @@ def test_unreachable_upstream_resets_the_client() -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("latency", -0.1), ("latency", float("inf")), ("reset_prob", 1.5), ("stall_prob", -0.01), ("stall_seconds", -1), ("drop_response_prob", float("nan"))],
+    [
+        ("latency", -0.1), ("latency", float("inf")), ("reset_prob", 1.5), ("stall_prob", -0.01),
+        ("stall_seconds", -1), ("drop_response_prob", float("nan")),
+    ],
 )
 def test_invalid_settings_raise_value_error(proxy: FlakyProxy, name: str, value: float) -> None:
     before = getattr(proxy, name)
