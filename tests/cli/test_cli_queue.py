@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 from support.api import Api, login, wait_for
 
 from agents_bar_stream import Client, RemoteAgent
+from agents_bar_stream.flaky import FlakyProxy
 
 STEPS = 40
 
@@ -38,12 +42,6 @@ def _status(cli, *args: str) -> list:
     run = cli("queue", "status", "--json", *args)
     assert run.code == 0, run.err
     return json.loads(run.out)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.timeout(120)
@@ -176,3 +174,34 @@ def test_dead_letters_list_export_and_requeue(cli, creds, server, api, user, age
     assert [entry["step"]["obs"][0] for entry in api.log(agent_name)] == [0.0, 1.0, 2.0]
     assert list(queue_dir.glob("requeue-*.jsonl")) == []
     assert cli("queue", "dead-letters", str(queue_dir)).out.startswith("no dead letters")
+
+
+@pytest.mark.timeout(90)
+def test_replay_is_safe_to_interrupt_and_run_again(cli, creds, user, agent_name, stopped_server_queue, tmp_path):
+    srv, queue_dir = stopped_server_queue
+    srv.start(timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_BAR")}
+    env.update(creds)
+    # A slow link (every round trip over a second), so that Ctrl-C lands before the delivery.
+    with FlakyProxy(srv.url, latency=0.6) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "agents_bar_stream", "queue", "replay", str(queue_dir),
+                                 "--url", proxy.url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            first = proc.stderr.readline()  # the first progress line: the queue is open
+            assert first.startswith(f"replay {agent_name}"), first
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in err
+    assert "interrupted" in err and "run the same command again" in err
+
+    again = cli("queue", "replay", str(queue_dir), env=creds)
+    assert again.code == 0, again.err
+    api = Api(srv.url, login(srv.url, *user))
+    assert api.agent(agent_name)["steps_received"] == STEPS
+    assert len(api.log(agent_name)) == STEPS
