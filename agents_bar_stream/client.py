@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 import random
 import threading
@@ -28,12 +29,13 @@ from agents_bar_stream.exceptions import (
     ClosedError,
     ConfigurationError,
     InvalidRequestError,
+    InvalidStepError,
     QueueLockedError,
     ServerBusyError,
     ServiceUnavailableError,
     StorageError,
 )
-from agents_bar_stream.protocol import API_PREFIX, SUPPORTED_MODELS, is_discrete
+from agents_bar_stream.protocol import API_PREFIX, SUPPORTED_MODELS, encode_observation, is_discrete
 from agents_bar_stream.transport import Response, Transport
 
 __all__ = ["Client", "EncodedAgentState", "RemoteAgent", "wait_until_agent_exists"]
@@ -81,6 +83,10 @@ class Client:
                             ("access_token", access_token)):
             if value is not None and not isinstance(value, str):
                 raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
+        if base_url is not None and "://" not in base_url and username is not None:
+            # The published client's positional order was (username, password, base_url); a first
+            # argument that is no URL, followed by another, can only be a call written for it.
+            base_url, username, password = password, base_url, username
         if not isinstance(timeouts, cfg.Timeouts):
             raise ConfigurationError("timeouts must be an agents_bar_stream.config.Timeouts")
         url = base_url or os.environ.get(cfg.ENV_URL) or cfg.DEFAULT_BASE_URL
@@ -113,8 +119,8 @@ class Client:
     def can_login(self) -> bool:
         return bool(self.username and self.__password)
 
-    def login(self) -> None:
-        """Exchange the credentials for a fresh access token now.
+    def login(self, timeout: Optional[tuple] = None) -> None:
+        """Exchange the credentials for a fresh access token now (``timeout``: (connect, read) seconds).
 
         Raises :class:`AuthenticationError` when the server refuses them.
         """
@@ -122,7 +128,8 @@ class Client:
             raise AuthenticationError("the access token was refused and there are no credentials to log in again")
         assert self.username is not None and self.__password is not None
         response = self._transport.request(
-            "POST", "/login/access-token", form={"username": self.username, "password": self.__password})
+            "POST", "/login/access-token", form={"username": self.username, "password": self.__password},
+            timeout=timeout)
         if response.status in (400, 401, 403):
             raise AuthenticationError(
                 f"the server refused the credentials of {self.username!r}: {response.detail()}", status=response.status)
@@ -132,10 +139,10 @@ class Client:
             raise AuthenticationError("the login answer has no access_token")
         self.__token = body["access_token"]
 
-    def _current_token(self) -> str:
+    def _current_token(self, timeout: Optional[tuple] = None) -> str:
         with self._auth_lock:
             if self.__token is None:
-                self.login()
+                self.login(timeout)
             assert self.__token is not None
             return self.__token
 
@@ -154,13 +161,13 @@ class Client:
             raise ClosedError("this Client is closed")
         if not auth:
             return self._transport.request(method, path, body=body, params=params, timeout=timeout)
-        token = self._current_token()
+        token = self._current_token(timeout)
         response = self._transport.request(method, path, body=body, params=params, token=token, timeout=timeout)
         if response.status == 401 and self.can_login:
             with self._auth_lock:
                 if self.__token == token:  # nobody refreshed it meanwhile
                     logger.info("access token refused; logging in again as %r", self.username)
-                    self.login()
+                    self.login(timeout)
                 token = self.__token  # type: ignore[assignment]
             response = self._transport.request(method, path, body=body, params=params, token=token, timeout=timeout)
         return response
@@ -213,7 +220,6 @@ _STREAM_OPTIONS = frozenset({
     "queue_dir", "durability", "batch_size", "flush_interval", "commit_interval", "max_pending_bytes",
     "on_full", "block_timeout", "close_timeout", "retry_policy",
 })
-_CONFIG_VALUE_TYPES = (str, int, float, bool, type(None))
 
 
 class RemoteAgent:
@@ -233,7 +239,7 @@ class RemoteAgent:
 
     def __init__(self, client: Optional[Client], agent_name: str, *, act_timeout: float = cfg.DEFAULT_ACT_TIMEOUT,
                  fallback: Optional[Callable[[Any], ActionType]] = None, description: Optional[str] = None,
-                 **kwargs: Any) -> None:
+                 config: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
         if not isinstance(agent_name, str) or not agent_name:
             raise ConfigurationError(f"agent_name must be a non-empty string, got {agent_name!r}")
         access_token = kwargs.pop("access_token", None)
@@ -254,12 +260,17 @@ class RemoteAgent:
         self._obs_size: Optional[int] = kwargs.get("obs_size")
         self._action_size: Optional[int] = kwargs.get("action_size")
         self._agent_model: Optional[str] = kwargs.pop("agent_model", None)
-        for key, value in kwargs.items():
-            if not isinstance(value, _CONFIG_VALUE_TYPES):
+        if config is not None and not isinstance(config, Mapping):
+            raise ConfigurationError(f"config must be a mapping of hyperparameters, got {type(config).__name__}")
+        hyper = {**kwargs, **(config or {})}
+        for key, value in hyper.items():
+            try:
+                orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+            except TypeError:
                 raise TypeError(
-                    f"unknown option {key}={value!r}: RemoteAgent takes only its documented options and "
-                    "agent hyperparameters (numbers, strings or bools)")
-        self._config: Dict[str, Any] = dict(kwargs)
+                    f"unknown option {key}={value!r}: RemoteAgent takes its documented options and agent "
+                    "hyperparameters (JSON values: numbers, strings, bools, lists)") from None
+        self._config: Dict[str, Any] = hyper
         self._discrete: Optional[bool] = None
         self.loss: Dict[str, float] = {}
         self._act_stats = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0}
@@ -328,8 +339,12 @@ class RemoteAgent:
     @property
     def exists(self) -> bool:
         """Whether the agent exists and this account can reach it."""
+        return self._exists(None)
+
+    def _exists(self, timeout: Optional[tuple]) -> bool:
+        self._check_open()
         try:
-            return self._call("GET", self._path()).ok
+            return self._client.request("GET", self._path(), timeout=timeout).raise_for_status().ok
         except (APIError, AuthenticationError):
             return False
 
@@ -439,8 +454,9 @@ class RemoteAgent:
         ``fallback``'s action is returned if there is one, else :class:`ServiceUnavailableError` is raised.
         """
         self._check_open()
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
+        if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise <= 1:
             raise ConfigurationError(f"noise must be a number in [0, 1], got {noise!r}")
+        noise = float(noise)
         budget = self.act_timeout if timeout is None else _check_number("timeout", timeout)
         body = self._encode_obs(obs)
         deadline = time.monotonic() + budget
@@ -462,9 +478,15 @@ class RemoteAgent:
             logger.warning("act() fell back to the local policy: %s", exc)
             return self.fallback(obs)
         action = response.json()["action"]
-        if self._discrete is None and self._agent_model is None:
-            self.sync()
-        if self.discrete:
+        discrete = self._discrete
+        if discrete is None:
+            if self._agent_model is not None:
+                discrete = self.discrete
+            else:
+                # No network call outside the deadline: a discrete model answers with one JSON
+                # integer, a continuous one with floats.
+                discrete = len(action) == 1 and type(action[0]) is int
+        if discrete:
             return int(action[0])
         return action
 
@@ -491,18 +513,10 @@ class RemoteAgent:
         raise ServiceUnavailableError("act() deadline passed")  # pragma: no cover (reraise=True raises)
 
     def _encode_obs(self, obs: Any) -> bytes:
-        if hasattr(obs, "tolist") and not isinstance(obs, (list, tuple)):
-            obs = obs.tolist()
-            if not isinstance(obs, list):
-                obs = [obs]
-        elif isinstance(obs, tuple):
-            obs = list(obs)
-        if not isinstance(obs, list) or not obs:
-            raise ConfigurationError(f"obs must be a non-empty list, tuple or array of numbers, got {type(obs).__name__}")
         try:
-            return orjson.dumps(obs, option=orjson.OPT_SERIALIZE_NUMPY)
-        except TypeError as exc:
-            raise ConfigurationError(f"obs must hold numbers only: {exc}") from None
+            return encode_observation(obs)
+        except InvalidStepError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     # --- step: streamed -----------------------------------------------------------------------------
 
@@ -580,8 +594,9 @@ def wait_until_agent_exists(agent: RemoteAgent, max_seconds: float = 20, verbose
     deadline = time.monotonic() + _check_number("max_seconds", max_seconds)
     delay = 0.05
     while True:
+        remaining = deadline - time.monotonic()
         try:
-            if agent.exists:
+            if remaining > 0 and agent._exists((min(3.05, remaining), remaining)):
                 return True
         except ServiceUnavailableError as exc:
             if verbose:

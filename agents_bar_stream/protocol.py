@@ -20,6 +20,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SUPPORTED_MODELS",
     "StepEncoder",
+    "encode_observation",
     "StepInvalid",
     "is_valid_agent_name",
     "is_valid_producer_id",
@@ -133,8 +134,6 @@ def _plain_vector(name: str, value: Any) -> list:
         vec = value.tolist()
         if type(vec) is not list:
             vec = [vec]
-    elif t is int or t is float:
-        vec = [value]
     else:
         raise InvalidStepError(f"{name} must be a list, tuple or array of numbers, got {t.__name__}")
     for e in vec:
@@ -252,6 +251,19 @@ class StepEncoder:
         self.discrete = False
         self.action_size = len(vec)
         return vec
+
+
+def encode_observation(obs: Any, size: Optional[int] = None) -> bytes:
+    """The JSON body of ``act``: a flat list of finite numbers (of ``size`` when known)."""
+    vec = _plain_vector("obs", obs)
+    if not vec:
+        raise InvalidStepError("obs must not be empty")
+    if size is not None and len(vec) != size:
+        raise InvalidStepError(f"obs must have {size} numbers (the agent's observation size), got {len(vec)}")
+    data = orjson.dumps(vec)
+    if b"null" in data:
+        raise InvalidStepError(_which_non_finite(vec, [], 0.0, []))
+    return data
 
 
 def _which_non_finite(obs: list, action: list, reward: float, next_obs: list) -> str:

@@ -131,9 +131,6 @@ def test_silent_port_token_client(silent_server):
     c.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: act() of a Client with credentials that has not logged in yet runs "
-                   "the login outside act's deadline (the transport's default read timeout, 30 s), so act hangs")
-# One kind of silent port is enough to show it (each run waits out the read timeout).
 @pytest.mark.parametrize("silent_server", [False], indirect=True, ids=["never-accepts"])
 def test_silent_port_credentials_client(silent_server):
     # Read timeout of 3 s instead of the default 30 s only to keep the suite fast; the deadline is 1 s.

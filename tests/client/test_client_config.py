@@ -180,8 +180,6 @@ def test_published_positional_order_username_password_base_url(server, user):
         assert lists_agents(c)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Client's positional order is (base_url, username, password); "
-                   "the published client's is (username, password, base_url), so Client(user, pw, url) breaks")
 def test_published_positional_call(server, user):
     with Client(user[0], user[1], server.url) as c:
         assert lists_agents(c)

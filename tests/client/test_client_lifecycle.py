@@ -107,10 +107,6 @@ def test_wait_until_agent_exists_on_a_dead_port(closed_port_url):
     assert time.monotonic() - started < 1.0 + MARGIN
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: wait_until_agent_exists checks max_seconds only between polls; each "
-                   "poll (agent.exists) uses the transport's read timeout (30 s by default), so it can overrun "
-                   "max_seconds")
-# One kind of silent port is enough to show it (each run waits out the read timeout).
 @pytest.mark.parametrize("silent_server", [False], indirect=True, ids=["never-accepts"])
 def test_wait_until_agent_exists_on_a_silent_port(silent_server):
     # Read timeout 3 s (default 30 s) only to keep the suite fast; max_seconds is 1.
