@@ -214,11 +214,14 @@ def create_app(
     synchronous: str = "FULL",
     learn: bool = True,
     save_interval: float = learner_mod.DEFAULT_SAVE_INTERVAL,
+    streaming: bool = True,
 ) -> FastAPI:
     """The server application over ``data_dir`` (created when missing).
 
     ``users`` are ``(name, password)`` accounts created, or given that password, at once.
     Learner threads start with the application's lifespan and stop (saving weights) with it.
+    With ``streaming=False`` the server speaks Part 1 only, as an old Agents Bar would: the
+    streaming endpoints answer 404, so clients can be tested against an old server.
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -495,7 +498,27 @@ def create_app(
                 raise APIError(422, str(exc)) from None
         return _json({"detail": "snapshot loaded"})
 
+    # The accepted log, in order: our own addition for inspection, served in both modes.
+    @app.get(p + "/agents/{name}/steps")
+    async def get_steps(name: str, request: Request) -> Response:
+        row = _agent(_user(request), name)
+        start = _int_param(request, "start", 0, 0, 2**62)
+        limit = _int_param(request, "limit", 1000, 1, MAX_LOG_PAGE)
+
+        def page() -> bytes:
+            entries = store.read_log(row.id, start, limit)
+            total = store.steps_received(row.id)
+            end = start + len(entries)
+            nxt = end if end < total else None
+            steps = [{"producer_id": p_, "seq": q, "step": s} for p_, q, s in entries]
+            return orjson.dumps({"steps": steps, "next": nxt})
+
+        return Response(await run_in_threadpool(page), media_type="application/json")
+
     # -- Part 2 ---------------------------------------------------------------------------------
+
+    if not streaming:  # an old, Part 1 only, Agents Bar: the endpoints below answer 404
+        return app
 
     @app.get(p + "/stream/info")
     async def stream_info() -> Response:
@@ -513,22 +536,6 @@ def create_app(
         if runtime is not None and result["applied"]:
             runtime.notify()
         return _json(result)
-
-    @app.get(p + "/agents/{name}/steps")
-    async def get_steps(name: str, request: Request) -> Response:
-        row = _agent(_user(request), name)
-        start = _int_param(request, "start", 0, 0, 2**62)
-        limit = _int_param(request, "limit", 1000, 1, MAX_LOG_PAGE)
-
-        def page() -> bytes:
-            entries = store.read_log(row.id, start, limit)
-            total = store.steps_received(row.id)
-            end = start + len(entries)
-            nxt = end if end < total else None
-            steps = [{"producer_id": p_, "seq": q, "step": s} for p_, q, s in entries]
-            return orjson.dumps({"steps": steps, "next": nxt})
-
-        return Response(await run_in_threadpool(page), media_type="application/json")
 
     @app.get(p + "/agents/{name}/producers/{producer_id}")
     async def get_producer(name: str, producer_id: str, request: Request) -> Response:

@@ -119,6 +119,8 @@ class LocalServer:
         try:
             with urllib.request.urlopen(f"http://{host}:{port}{_PROBE_PATH}", timeout=2.0) as resp:
                 return resp.status == 200
+        except urllib.error.HTTPError as err:
+            return err.code == 404  # a --part1-only server has no /stream/info, but it answers
         except (urllib.error.URLError, OSError):
             return False
 

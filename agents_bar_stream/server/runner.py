@@ -80,6 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-learn", dest="learn", action="store_false", help="accept steps but run no learners")
     parser.add_argument(
+        "--part1-only", dest="streaming", action="store_false",
+        help="speak only Part 1 of the protocol, like an old Agents Bar (to test clients against one)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="(default: %(default)s)"
     )
 
@@ -123,6 +127,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         synchronous=args.synchronous.upper(),
         learn=args.learn,
         save_interval=args.save_interval,
+        streaming=args.streaming,
     )
 
     # Bind the socket ourselves: with --port 0 the kernel picks the port and we learn which; and

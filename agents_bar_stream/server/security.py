@@ -70,7 +70,7 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     except FileExistsError:
         key = path.read_bytes()
         if len(key) < 32:
-            raise RuntimeError(f"{path} is damaged (shorter than 32 bytes); delete it to invalidate all tokens")
+            raise RuntimeError(f"{path} is damaged (shorter than 32 bytes); delete it to invalidate all tokens") from None
         return key
     key = secrets.token_bytes(32)
     try:

@@ -41,3 +41,18 @@ def test_413_splits_batches_until_they_fit(server_factory, user, agent_name, mak
     assert agent.flush(timeout=60), agent.stats
     assert indices(api_for(srv, user).log(agent_name)) == list(range(3001))
     assert agent.stats["dead_lettered"] == 0
+
+
+@pytest.mark.timeout(90)
+def test_an_old_server_gets_the_steps_one_by_one_in_order(server_factory, user, agent_name, make_agent):
+    srv = server_factory(extra_args=["--part1-only"])
+    assert api_for(srv, user).get("/stream/info").status_code == 404
+    agent = make_agent(srv, agent_name)
+    for i in range(200):
+        agent.step(obs_of(i), i % 2, 0.0, obs_of(i + 1), False)
+    assert agent.flush(timeout=60), agent.stats
+    assert agent.stats["mode"] == "legacy"
+    info = api_for(srv, user).agent(agent_name)
+    assert info["steps_received"] == 200
+    # /step keeps no producer numbers, but the server's log still shows the order of arrival.
+    assert indices(api_for(srv, user).log(agent_name)) == list(range(200))
