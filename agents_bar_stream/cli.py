@@ -383,8 +383,8 @@ def cmd_queue_replay(args: argparse.Namespace) -> int:
 
     path = _queue_dir(args.queue_dir)
     summary = _summary(path)
-    # A short maximum backoff: someone is watching, and the server is known to answer.
     client = _checked_client(args, path, summary)
+    # A short maximum backoff: someone is watching, and the server is known to answer.
     agent = RemoteAgent(client, summary["agent"], queue_dir=str(path),
                         retry_policy=RetryPolicy(initial=0.05, max_delay=5.0))
     started = time.monotonic()
@@ -418,8 +418,8 @@ def cmd_queue_replay(args: argparse.Namespace) -> int:
     agent.close(timeout=5.0)
     left = _summary(path)["pending"]
     elapsed = time.monotonic() - started
-    delivered = total - left
     dead = int(stats.get("dead_lettered", 0))
+    delivered = total - left - dead
     dead_note = f"; {dead} refused by the server and moved to the dead letters" if dead else ""
     if left:
         print(f"{PROG}: {delivered} of {total} transitions delivered in {format_duration(elapsed)}, {left} still in "

@@ -35,18 +35,18 @@ ENV_ID = "CartPole-v1"
 SOLVED_AVERAGE = 195.0  # the classic CartPole threshold, over the last WINDOW episodes
 WINDOW = 20
 #: DQN settings that learn CartPole in one to two hundred episodes on a small CPU: a 64x64
-#: dueling network, a short warm-up, and a target network that follows quickly (tau).
+#: dueling network, a short warm-up, 3-step returns, and a slowly following target network.
 DEMO_HYPERPARAMETERS: Dict[str, Any] = {
     "hidden_layers": [64, 64],
     "lr": 1e-3,
     "gamma": 0.99,
-    "tau": 0.01,
+    "tau": 0.005,
     "batch_size": 64,
     "buffer_size": 50_000,
     "warm_up": 500,
-    "update_freq": 1,
+    "update_freq": 2,  # learn every other step: half the CPU for about the same number of episodes
     "number_updates": 1,
-    "n_steps": 1,
+    "n_steps": 3,
     "using_double_q": True,
     "max_grad_norm": 10.0,
 }
@@ -59,6 +59,10 @@ INFO_EVERY = 25  # env steps between looks at the server's counters
 ACT_TIMEOUT = 0.25  # seconds; over the flaky link act() falls back to a random action after this
 OFFLINE_HOLD = 1.0  # seconds the loop acts locally after a fallback, instead of probing every step
 OUTAGE_SECONDS = 10.0
+# The environment's control period: a real system steps at its own rate whatever the network does.
+# Without it a loop acting locally (the link down) would race through a simulated CartPole at
+# thousands of steps a second, which shows nothing about keeping pace.
+STEP_PERIOD = 0.003
 
 
 class DemoError(Exception):
@@ -228,7 +232,7 @@ def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, passw
         if flaky:
             from agents_bar_stream.flaky import FlakyProxy
 
-            proxy = FlakyProxy(admin.base_url, seed=seed, reset_prob=0.03, drop_response_prob=0.03,
+            proxy = FlakyProxy(admin.base_url, seed=seed, reset_prob=0.1, drop_response_prob=0.03,
                                stall_prob=0.02, stall_seconds=1.5).start()
             link_url = proxy.url
         link = Client(base_url=link_url, username=username, password=password, access_token=token)
@@ -304,6 +308,7 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
     offline_until = 0.0
     outage_open = False
     fallbacks_seen = 0
+    next_tick = time.monotonic()
     try:
         obs, _ = env.reset(seed=seed)
         env.action_space.seed(seed)
@@ -345,6 +350,12 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
                     result.peak_pending = pending
                 if result.env_steps % INFO_EVERY == 0:
                     pacer.wait_for_learner()
+                next_tick += STEP_PERIOD
+                delay = next_tick - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    next_tick = time.monotonic()  # late (act, or waiting for the learner): no catching up
             result.returns.append(total)
             if outage_open and result.outage is not None:
                 result.outage = (result.outage[0], episode + 1)
