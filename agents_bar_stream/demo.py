@@ -103,13 +103,16 @@ class DemoResult:
         return counts and (self.log_duplicates in (None, 0)) and (self.log_entries in (None, self.enqueued))
 
 
-def _import_extras() -> Tuple[Any, Any]:
+def _import_extras(plot: bool) -> Any:
+    """gymnasium, after checking that everything the demo needs is installed (before any work starts)."""
     try:
         import gymnasium
-        import numpy
+
+        if plot:
+            import matplotlib  # noqa: F401
     except ImportError as exc:
         raise DemoError(f"the demo needs the 'server' extra (pip install 'agents-bar-stream[server]'): {exc}") from None
-    return gymnasium, numpy
+    return gymnasium
 
 
 def _percentile(values: List[float], q: float) -> float:
@@ -201,7 +204,7 @@ def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, passw
     Raises :class:`DemoError` when it cannot run, and the client's own errors (AgentsBarError) when
     the server refuses something (bad credentials, for instance).
     """
-    gym, np = _import_extras()
+    gym = _import_extras(bool(plot))
     import orjson
 
     from agents_bar_stream.client import Client, RemoteAgent
