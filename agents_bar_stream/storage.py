@@ -32,7 +32,7 @@ import sqlite3
 import struct
 import threading
 import time
-from bisect import bisect_right
+from collections import deque
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -174,11 +174,12 @@ class DiskQueue:
             elif isinstance(key, str) and key.startswith("dead."):
                 dead += 1
         keys.sort()
-        # Segments: [first_local, count, nbytes, enqueue time]; count of all but the last follows from
-        # the next key (numbers have no gaps); the last one is read to learn where numbering resumes.
-        self.segments: List[List[Any]] = [[k, None, None, None] for k in keys]
-        for i in range(len(keys) - 1):
-            self.segments[i][1] = keys[i + 1] - keys[i]
+        # Segments: [first_local, count, nbytes, enqueue time]. Count, size and time are in the
+        # segment's header and are read when the segment is first needed (the last one now, to learn
+        # where numbering resumes), so opening a large backlog reads no segment bodies.
+        # A deque: delivery pops from the left, one segment per step in durability="step", and a list
+        # would make draining a large backlog quadratic.
+        self.segments: "deque[List[Any]]" = deque([k, None, None, None] for k in keys)
         self.next_local = self.consumed + 1
         if keys:
             last = self.segments[-1]
@@ -259,7 +260,6 @@ class DiskQueue:
                 first = end
             if first > self.committed_through:
                 return None
-            segments = list(self.segments)
             stop_at = self.committed_through + 1
             for start, _end in self.removed_ranges:
                 if start > first:
@@ -267,10 +267,19 @@ class DiskQueue:
                     break
             wire = self.wire_seq(first)
             # drop_oldest must not delete what is being read and sent: claim the most we may read.
-            self.in_flight_through = min(stop_at - 1, first + max_steps - 1)
+            last_wanted = min(stop_at - 1, first + max_steps - 1)
+            self.in_flight_through = last_wanted
+            segments = []
+            for seg in self.segments:  # from the oldest; the ones wanted are at the front
+                if seg[0] > last_wanted:
+                    break
+                if seg[1] is None:
+                    self._fill(seg)
+                if seg[0] + seg[1] > first:
+                    segments.append(seg)
         items: List[bytes] = []
         size = 0
-        i = max(0, bisect_right([s[0] for s in segments], first) - 1)
+        i = 0
         local = first
         while i < len(segments) and len(items) < max_steps and local < stop_at:
             seg = segments[i]
@@ -313,7 +322,7 @@ class DiskQueue:
                     self._fill(seg)
                 if seg[0] + seg[1] - 1 > through_local:
                     break
-                doomed.append(self.segments.pop(0))
+                doomed.append(self.segments.popleft())
             self.consumed = through_local
             while self.removed_ranges and self.removed_ranges[0][1] - 1 <= through_local:
                 start, end = self.removed_ranges.pop(0)
