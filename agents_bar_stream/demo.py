@@ -302,7 +302,7 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
     result = DemoResult()
     env = gym.make(ENV_ID)
     pacer = _Pacer(admin, name)
-    progress = None if quiet else Progress(total=episodes, label="demo", unit="episodes", stream=err)
+    progress = None if quiet else Progress(total=episodes, label="episode", stream=err, bar_width=0)
     window: deque = deque(maxlen=WINDOW)
     step_times: List[float] = []
     act_times: List[float] = []
@@ -368,9 +368,10 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
             if progress is not None:
                 stats = agent.stats
                 online = {True: "online", False: "OFFLINE", None: "-"}[stats.get("online")]
+                # Most telling first: a narrow terminal cuts the end of the line.
                 progress.update(episode + 1, note=(
-                    f"return {total:3.0f}  avg{WINDOW} {average:5.1f}  eps {eps:.2f}  "
-                    f"queue {agent.pending} {online}  learned {pacer.learned}/{pacer.received}"))
+                    f"avg{WINDOW} {average:5.1f}  queue {agent.pending} {online}  "
+                    f"learned {pacer.learned}/{pacer.received}  return {total:3.0f}  eps {eps:.2f}"))
             if len(window) == WINDOW and average >= SOLVED_AVERAGE:
                 result.solved_at = episode + 1
                 break

@@ -38,7 +38,7 @@ class Progress:
 
     ``update(done, note=...)`` records the count and redraws when it is time; ``message(text)``
     prints a whole line without garbling the bar; ``close()`` draws the final state and ends the
-    line. ``tty`` overrides the terminal detection (tests use it).
+    line. ``tty`` overrides the terminal detection (tests use it); ``bar_width=0`` draws no bar.
     """
 
     def __init__(self, total: Optional[int] = None, *, label: str = "", unit: str = "", stream: Optional[TextIO] = None,
@@ -86,7 +86,7 @@ class Progress:
         unit = f" {self.unit}" if self.unit else ""
         if self.total:
             fraction = min(1.0, max(0.0, self.done / self.total))
-            if self.tty:
+            if self.tty and self.bar_width > 0:
                 filled = int(round(fraction * self.bar_width))
                 parts.append("[" + "#" * filled + "." * (self.bar_width - filled) + "]")
             parts.append(f"{self.done}/{self.total}{unit} {fraction:4.0%}")
