@@ -15,4 +15,4 @@ def test_a_short_demo_run_reports_and_plots(cli, tmp_path):
     assert "not solved in 3 episodes" in run.out
     assert "exactly once" in run.out
     # Not a terminal: plain progress lines, no carriage returns.
-    assert "\r" not in run.err and "episode 3/3" in run.err
+    assert "\r" not in run.err and "3/3 100%" in run.err
