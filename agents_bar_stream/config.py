@@ -43,7 +43,7 @@ ENV_PASSWORD_OLD = "AGENTS_BAR_PASS"
 ENV_QUEUE_ROOT = "AGENTS_BAR_STREAM_QUEUE_ROOT"
 
 DEFAULT_ACT_TIMEOUT = 5.0  # seconds, a deadline across all of act()'s retries
-DEFAULT_BATCH_SIZE = 2000  # steps per POST /steps; the server may ask for fewer (max_batch_steps)
+DEFAULT_BATCH_SIZE = 10_000  # most steps per POST /steps; the server may ask for fewer (max_batch_steps)
 DEFAULT_FLUSH_INTERVAL = 0.05  # seconds the flusher waits for a batch to fill before sending a short one
 DEFAULT_COMMIT_INTERVAL = 0.005  # seconds between group commits with durability="batch"
 DEFAULT_MAX_PENDING_BYTES = 2**30  # 1 GiB of queued steps on disk

@@ -64,6 +64,9 @@ _SETTINGS = {
     # WAL with synchronous=NORMAL: a committed transaction survives the process being killed; the
     # last ones may be lost only if the operating system itself crashes.
     "sqlite_synchronous": 1,
+    # A queue reads each segment once, oldest first: a large page cache only grows the process
+    # (diskcache opens a connection per thread, each with its own cache), it saves no reads.
+    "sqlite_cache_size": 2**10,
 }
 
 
