@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 from support.api import Api, login
 
 from agents_bar_stream import Client, RemoteAgent
@@ -39,6 +40,14 @@ def make_agent(tmp_path, user):
     yield make
     for agent in made:
         agent.close(timeout=2)
+    # Delete the agents from the shared server: an agent left there keeps a learner thread busy
+    # with its steps and slows every later test on this 2-core machine.
+    for server, name in {(a.client.base_url, a.agent_name) for a in made}:
+        try:
+            requests.delete(f"{server}/api/v1/agents/{name}", timeout=5,
+                            headers={"Authorization": f"Bearer {login(server, *user)}"})
+        except requests.RequestException:
+            pass  # a private server that is already stopped
 
 
 def api_for(server, user) -> Api:
