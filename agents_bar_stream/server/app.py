@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 import math
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -239,11 +240,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await run_in_threadpool(learners.start_all)
+        # Load the agents (importing torch, restoring weights) beside serving, not before it: after
+        # a restart, clients' queued steps are accepted at once, and an agent that is asked to act
+        # before its turn is loaded on demand (Learners.get).
+        loader = threading.Thread(target=learners.start_all, name="agents-bar-loader", daemon=True)
+        loader.start()
         try:
             yield
         finally:
             await run_in_threadpool(learners.close)
+            await run_in_threadpool(loader.join, 30)
             store.close()
 
     app = FastAPI(title="Agents Bar (agents-bar-stream)", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -461,6 +461,8 @@ class Learners:
 
     def start_all(self) -> None:
         for row in self._store.list_agents():
+            if self._closed:  # shut down while agents were still loading
+                return
             try:
                 self.get(row)
             except Exception:
