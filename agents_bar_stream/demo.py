@@ -50,7 +50,7 @@ DEMO_HYPERPARAMETERS: Dict[str, Any] = {
     "using_double_q": True,
     "max_grad_norm": 10.0,
 }
-EPS_START, EPS_END, EPS_DECAY = 1.0, 0.01, 0.97  # epsilon of episode k: max(END, START * DECAY**k)
+EPS_START, EPS_END, EPS_DECAY = 1.0, 0.01, 0.98  # epsilon of episode k: max(END, START * DECAY**k)
 # Acting on a network that is far behind the data wastes episodes (early CartPole episodes are
 # 10-20 steps, so a lag of 1000 steps is 50 episodes of a stale policy while epsilon decays):
 # the loop waits whenever the server's learner is more than MAX_LEARN_LAG steps behind.
