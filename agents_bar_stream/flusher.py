@@ -182,9 +182,14 @@ class Flusher(threading.Thread):
                 return response
             return response.raise_for_status()
 
-        response = self._retrying()(call) if not self.stop_event.is_set() else None
-        if response is None:
+        if self.stop_event.is_set():
             raise _Stopped()
+        try:
+            response = self._retrying()(call)
+        except BaseException as exc:
+            if self.stop_event.is_set():  # closed while the server was away: not an error
+                raise _Stopped() from exc
+            raise
         if response.status == 404:
             self.legacy = True
             logger.warning("the server at %s has no streaming endpoint; sending steps one at a time "

@@ -464,6 +464,8 @@ class DiskQueue:
 def read_queue_summary(directory: "os.PathLike[str] | str") -> Dict[str, Any]:
     """What a person wants to know of a queue, read without taking its lock (for ``queue status``)."""
     directory = Path(directory)
+    if not (directory / "data").is_dir():
+        raise StorageError(f"{directory} is not a queue directory (it has no data/)")
     locked_by = None
     if fcntl is not None and (directory / "lock").exists():
         fd = os.open(directory / "lock", os.O_RDONLY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 import socket
 import subprocess
@@ -102,7 +103,8 @@ def test_on_full_drop_oldest_keeps_the_newest_in_order(down_server, user, agent_
 
 
 @pytest.mark.timeout(60)
-def test_flush_with_the_server_down_returns_false_in_time(dead_server, agent_name, make_agent):
+def test_flush_with_the_server_down_returns_false_in_time(dead_server, agent_name, make_agent, caplog):
+    caplog.set_level(logging.WARNING, logger="agents_bar_stream")
     agent = make_agent(dead_server, agent_name, create=False)
     agent.step(obs_of(0), 0, 0.0, obs_of(1), False)
     started = time.monotonic()
@@ -111,6 +113,11 @@ def test_flush_with_the_server_down_returns_false_in_time(dead_server, agent_nam
     started = time.monotonic()
     agent.close(timeout=0.5)
     assert time.monotonic() - started < 10
+    # Closing while the server is away is an ordinary event: a warning that steps stay on disk,
+    # never an error with a traceback.
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    assert any("stay in" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.timeout(30)
