@@ -116,11 +116,12 @@ class Flusher(threading.Thread):
                 self.wake.wait(0.5)
                 self.wake.clear()
                 continue
-            if (len(batch.items) < max_steps and not self.hurry.is_set() and self.flush_interval > 0
-                    and self.legacy is not True):
-                # A short batch: give the loop flush_interval to fill it, so that a slow trickle of
-                # steps does not cost one request each.
-                if self.hurry.wait(self.flush_interval):
+            linger = self.flush_interval - (time.time() - batch.enqueued_at)
+            if len(batch.items) < max_steps and linger > 0 and not self.hurry.is_set() and self.legacy is not True:
+                # A short batch whose oldest step is younger than flush_interval: let it fill, so that
+                # a slow trickle of steps does not cost one request each. Steps that waited already
+                # (behind the previous request, say) go at once: no step lingers longer than that.
+                if self.hurry.wait(linger):
                     self.hurry.clear()
                 batch = self.queue.read_batch(max_steps, self.max_bytes - 256) or batch
             if self.legacy is None:

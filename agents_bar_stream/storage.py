@@ -79,12 +79,13 @@ def _storage_error(action: str, directory: Path, exc: BaseException) -> StorageE
 class Batch:
     """Steps ``[first_local, first_local + len(items))`` with no removed step among them."""
 
-    __slots__ = ("first_local", "first_wire", "items", "nbytes")
+    __slots__ = ("first_local", "first_wire", "items", "nbytes", "enqueued_at")
 
-    def __init__(self, first_local: int, first_wire: int, items: List[bytes]) -> None:
+    def __init__(self, first_local: int, first_wire: int, items: List[bytes], enqueued_at: float = 0.0) -> None:
         self.first_local = first_local
         self.first_wire = first_wire
         self.items = items
+        self.enqueued_at = enqueued_at  # wall time the oldest of these steps was queued (its segment's)
         self.nbytes = sum(map(len, items)) + len(items)
 
     @property
@@ -307,7 +308,7 @@ class DiskQueue:
             self.in_flight_through = first + len(items) - 1
         if not items:
             return None
-        return Batch(first, wire, items)
+        return Batch(first, wire, items, segments[0][3] or 0.0)
 
     def mark_consumed(self, through_local: int) -> Tuple[int, int]:
         """Everything up to ``through_local`` is delivered: persist that and delete whole segments.

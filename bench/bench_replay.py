@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 
+from agents_bar_stream.config import DEFAULT_BATCH_SIZE  # noqa: E402
+
 
 def read_status(pid: "int | str") -> Optional[Dict[str, int]]:
     try:
@@ -170,7 +172,7 @@ def main() -> int:
         ["client VmHWM (lifetime peak)", f"{hwm / mib:.0f} MiB", ""],
     ]
     md = "### Replay after an outage\n\n" + c.table(["", "value", "target"], rows)
-    md += "\n\nServer: `--no-learn`, default `--synchronous full`; client defaults (batch_size=2000)."
+    md += f"\n\nServer: `--no-learn`, default `--synchronous full`; client defaults (batch_size={DEFAULT_BATCH_SIZE})."
     print(md)
     checks = [{"target": "replay >= 100k/s", "ok": ok_rate}, {"target": "RSS growth < 100 MB", "ok": ok_rss}]
     stem = c.save("bench_replay", {"result": result, "marks": marks, "checks": checks}, md, args.quick)

@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 
+from agents_bar_stream.config import DEFAULT_BATCH_SIZE  # noqa: E402
+
 
 def ours(url: str, name: str, queue_dir: Path, pool: List[tuple], n: int) -> Dict[str, Any]:
     from agents_bar_stream import RemoteAgent
@@ -121,7 +123,7 @@ def main() -> int:
         ["client → target", "steps × reps", "delivered/s (median)", "worst rep", "step() loop alone /s",
          "ours / published", "target"], rows)
     md += ("\n\nOur server runs with `--no-learn` (no learner competes for the 2 cores) and its default "
-           "`--synchronous full`; the client uses its defaults (durability=\"batch\", batch_size=2000).")
+           f"`--synchronous full`; the client uses its defaults (durability=\"batch\", batch_size={DEFAULT_BATCH_SIZE}).")
     for note in notes:
         md += f"\n\n{note}"
     print(md)

@@ -12,6 +12,7 @@ run forward and backward passes on from two threads at once.
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import math
@@ -476,6 +477,7 @@ class Learners:
             if runtime is None:
                 runtime = AgentRuntime(row, self._store, self._dir, learn=self._learn, save_interval=self._save_interval)
                 self._runtimes[row.id] = runtime
+                gc.freeze()  # the agent's modules and network are long-lived: see runner.py
                 runtime.start()
             return runtime
 
