@@ -387,7 +387,12 @@ class RemoteAgent:
                    "description": description if description is not None else self._description,
                    "config": self._config, "is_active": bool(active)}
         logger.debug("creating agent %r (model %s)", self.agent_name, self._agent_model)
-        return self._call("POST", "/agents/", payload).json()
+        created = self._call("POST", "/agents/", payload).json()
+        if self._stream_obj is not None:
+            # Steps queued earlier may be waiting out a backoff after 404s: try them now.
+            self._stream_obj.learn_shapes(obs_size, action_size, self.discrete)
+            self._stream_obj.wake()
+        return created
 
     def remove(self, *, agent_name: str, quite: bool = True) -> bool:
         """Delete the agent; ``agent_name`` must repeat its name as a confirmation.

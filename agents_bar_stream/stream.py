@@ -125,6 +125,11 @@ class Stream:
             self._committer.start()
         self._flusher.start()
 
+    def wake(self) -> None:
+        """Cut the flusher's current backoff short (something changed on the server)."""
+        self._flusher.hurry.set()
+        self._flusher.wake.set()
+
     def learn_shapes(self, obs_size: Optional[int], action_size: Optional[int], discrete: bool) -> None:
         with self._cond:
             enc = self._encoder
