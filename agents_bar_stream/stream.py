@@ -29,6 +29,7 @@ __all__ = ["Stream", "validate_stream_options"]
 logger = logging.getLogger(__name__)
 
 _DURABILITY = ("batch", "step")
+_SEGMENT_STEPS = 4096  # most steps in one committed segment (about 1 MB of CartPole steps)
 _ON_FULL = ("block", "raise", "drop_oldest")
 
 
@@ -201,16 +202,30 @@ class Stream:
         while True:
             self._commit_wake.wait(self.commit_interval)
             self._commit_wake.clear()
-            self._commit_once()
+            self._commit_all()
             if self._closed:
-                self._commit_once()
+                self._commit_all()
                 return
+
+    def _commit_all(self) -> bool:
+        """Commit the whole buffer, one bounded segment at a time; False if the disk refused."""
+        while True:
+            with self._cond:
+                if not self._buffer:
+                    return True
+            if not self._commit_once():
+                return False
 
     def _commit_once(self) -> bool:
         with self._cond:
             if not self._buffer:
                 return True
-            items, self._buffer = self._buffer, []
+            if len(self._buffer) <= _SEGMENT_STEPS:
+                items, self._buffer = self._buffer, []
+            else:
+                # A loop that outruns the disk must not turn into one huge segment: a blob of tens of
+                # MB costs its size again in transient memory at commit and at every read.
+                items, self._buffer = self._buffer[:_SEGMENT_STEPS], self._buffer[_SEGMENT_STEPS:]
             first, t = self._buffer_first, self._buffer_time
             self._buffer_first = first + len(items)
             self._committing = len(items)
@@ -274,7 +289,7 @@ class Stream:
         if self._committer is not None:
             self._committer.join(5.0)
         if self._committer is None or not self._committer.is_alive():
-            self._commit_once()  # whatever the loop did not take is written now
+            self._commit_all()  # whatever the loop did not take is written now
         self._flusher.stop()
         if self._flusher.is_alive():
             self._flusher.join(_JOIN_TIMEOUT)
