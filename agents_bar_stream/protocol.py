@@ -216,7 +216,10 @@ class StepEncoder:
         if not obs_v and size == 0:
             raise InvalidStepError("obs must not be empty")
         self.obs_size = size  # learnt only once the whole step is known to be good
-        return data
+        # orjson hands back its 4 KiB output buffer as the bytes object; a step waiting in memory
+        # for the group commit would hold 4 KiB for its ~200 bytes (1.7 GB for a 400k backlog).
+        # A right-sized copy costs ~0.1 µs.
+        return bytes(memoryview(data))
 
     def _action(self, action: Any) -> list:
         discrete = self.discrete

@@ -202,51 +202,47 @@ class Stream:
         while True:
             self._commit_wake.wait(self.commit_interval)
             self._commit_wake.clear()
-            self._commit_all()
+            self._commit_once()
             if self._closed:
-                self._commit_all()
+                self._commit_once()
                 return
 
-    def _commit_all(self) -> bool:
-        """Commit the whole buffer, one bounded segment at a time; False if the disk refused."""
-        while True:
-            with self._cond:
-                if not self._buffer:
-                    return True
-            if not self._commit_once():
-                return False
-
     def _commit_once(self) -> bool:
+        """Write everything buffered so far, in order; False if the disk refused (the rest is kept)."""
         with self._cond:
             if not self._buffer:
                 return True
-            if len(self._buffer) <= _SEGMENT_STEPS:
-                items, self._buffer = self._buffer, []
-            else:
-                # A loop that outruns the disk must not turn into one huge segment: a blob of tens of
-                # MB costs its size again in transient memory at commit and at every read.
-                items, self._buffer = self._buffer[:_SEGMENT_STEPS], self._buffer[_SEGMENT_STEPS:]
+            # Take the whole buffer at once (step() is never held up by a copy), then write it as
+            # segments of at most _SEGMENT_STEPS: a loop that outruns the disk must not turn into
+            # one blob of tens of MB, which costs its size again at commit and at every read.
+            items, self._buffer = self._buffer, []
             first, t = self._buffer_first, self._buffer_time
             self._buffer_first = first + len(items)
             self._committing = len(items)
+        done = 0
         try:
-            self.queue.write_segment(first, items, t)
+            while done < len(items):
+                chunk = items[done:done + _SEGMENT_STEPS]
+                self.queue.write_segment(first + done, chunk, t)
+                done += len(chunk)
+                with self._cond:
+                    self._committing = len(items) - done
+                self._flusher.wake.set()
         except StorageError as exc:
             with self._cond:
-                # Keep the steps in memory, in front of the newer ones, and refuse new steps until a
-                # commit succeeds: nothing already accepted is given up because the disk is full.
-                self._buffer = items + self._buffer
-                self._buffer_first = first
+                # Keep the unwritten steps in memory, in front of the newer ones, and refuse new
+                # steps until a commit succeeds: nothing accepted is given up because the disk is full.
+                self._buffer = items[done:] + self._buffer
+                self._buffer_first = first + done
                 self._committing = 0
                 if self._storage_error is None:
                     logger.error("cannot commit %d steps to %s: %s; step() refuses new steps until the disk recovers",
-                                 len(items), self.queue.directory, exc)
+                                 len(items) - done, self.queue.directory, exc)
                 self._storage_error = exc
             return False
         with self._cond:
             self._committing = 0
             self._storage_error = None
-        self._flusher.wake.set()
         return True
 
     # --- flush / close --------------------------------------------------------------------------------
@@ -289,7 +285,7 @@ class Stream:
         if self._committer is not None:
             self._committer.join(5.0)
         if self._committer is None or not self._committer.is_alive():
-            self._commit_all()  # whatever the loop did not take is written now
+            self._commit_once()  # whatever the loop did not take is written now
         self._flusher.stop()
         if self._flusher.is_alive():
             self._flusher.join(_JOIN_TIMEOUT)
