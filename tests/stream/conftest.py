@@ -9,16 +9,6 @@ from support.api import Api, login
 from agents_bar_stream import Client, RemoteAgent
 
 
-def obs_of(i: int, run: int = 0) -> list:
-    """An observation that carries its step's index (and a run id) so the server's log can be checked."""
-    return [float(i), float(run), 0.5, -0.5]
-
-
-def indices(log: list, run: int | None = None) -> list:
-    """The step indices, in the server's order, of a log from ``Api.log``."""
-    return [int(e["step"]["obs"][0]) for e in log if run is None or int(e["step"]["obs"][1]) == run]
-
-
 @pytest.fixture
 def make_agent(tmp_path, user):
     """``make(server, name, create=True, **options) -> RemoteAgent`` with its queue under tmp_path.
@@ -48,10 +38,6 @@ def make_agent(tmp_path, user):
                             headers={"Authorization": f"Bearer {login(server, *user)}"})
         except requests.RequestException:
             pass  # a private server that is already stopped
-
-
-def api_for(server, user) -> Api:
-    return Api(server.url, login(server.url, *user))
 
 
 from agents_bar_stream.config import RetryPolicy  # noqa: E402

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import api_for, indices, obs_of
+from support.stream import api_for, indices, obs_of
 
 from agents_bar_stream.storage import read_queue_summary
 

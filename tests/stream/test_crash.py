@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import api_for, indices, obs_of
+from support.stream import api_for, indices, obs_of
 
 from agents_bar_stream import QueueLockedError
 

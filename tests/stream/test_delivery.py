@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import api_for, indices, obs_of
+from support.stream import api_for, indices, obs_of
 
 from agents_bar_stream.flaky import FlakyProxy
 
