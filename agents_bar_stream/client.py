@@ -561,6 +561,7 @@ class RemoteAgent:
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything queued so far is acknowledged by the server; True if it was in time."""
+        _check_number("timeout", timeout, allow_none=True)
         if self._stream_obj is None:
             return True
         return self._stream_obj.flush(timeout)
@@ -574,12 +575,18 @@ class RemoteAgent:
     def stats(self) -> Dict[str, Any]:
         """Counters of act() and of the streaming queue (see README)."""
         out: Dict[str, Any] = dict(self._act_stats)
-        if self._stream_obj is not None:
-            out.update(self._stream_obj.stats())
+        stream = self._stream_obj
+        if stream is not None:
+            out.update(stream.stats())
+        else:  # no step() yet: the same keys, so a dashboard can read them from the start
+            from agents_bar_stream.stream import idle_stats  # noqa: PLC0415
+
+            out.update(idle_stats(self._stream_options.get("durability", "batch")))
         return out
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Deliver what is queued for up to ``timeout`` seconds, then stop; the rest stays on disk. Idempotent."""
+        _check_number("timeout", timeout, allow_none=True)
         if self._closed:
             return
         self._closed = True

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import weakref
+from functools import partial
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from agents_bar_stream import config as cfg
@@ -24,7 +25,7 @@ from agents_bar_stream.storage import DiskQueue
 if TYPE_CHECKING:  # pragma: no cover
     from agents_bar_stream.client import RemoteAgent
 
-__all__ = ["Stream", "validate_stream_options"]
+__all__ = ["Stream", "idle_stats", "validate_stream_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,18 @@ def validate_stream_options(options: Dict[str, Any]) -> None:
         raise ConfigurationError(f"queue_dir must be a path, got {type(qd).__name__}")
 
 
+_COUNTERS = ("enqueued", "delivered", "duplicates", "retries", "dead_lettered", "dropped", "sequence_lost")
+
+
+def idle_stats(durability: str) -> Dict[str, Any]:
+    """What ``RemoteAgent.stats`` holds for the queue before it is opened: every key, nothing counted."""
+    out: Dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
+    out.update({"last_error": None, "online": None, "mode": None, "pending": 0, "bytes_pending": 0,
+                "oldest_pending_age": None, "queue_dir": None, "producer_id": None, "durability": durability,
+                "storage_error": None})
+    return out
+
+
 # Streams alive in this process, for the fork and exit hooks (weak: an agent that is garbage
 # collected takes its stream with it).
 _LIVE: "weakref.WeakSet[Stream]" = weakref.WeakSet()
@@ -92,16 +105,17 @@ class Stream:
         self._buffer: List[bytes] = []
         self._buffer_first = self.queue.next_local
         self._buffer_time = 0.0
-        self._committing = 0  # steps taken by the committer and not yet on disk
+        # Steps taken by the committer and not yet published. Written by the committer only: under
+        # _cond when it takes the buffer, under the queue's lock when a segment is published;
+        # `pending` holds both, so it always sees a whole picture.
+        self._committing = 0
         self._next_local = self.queue.next_local
         self._bytes = self.queue.pending_bytes
         self._storage_error: Optional[StorageError] = None
         self._closed = False
         self._started = False
-        self.stats_counters: Dict[str, Any] = {
-            "enqueued": 0, "delivered": 0, "duplicates": 0, "retries": 0, "dead_lettered": 0, "dropped": 0,
-            "sequence_lost": 0, "last_error": None, "online": None, "mode": None,
-        }
+        self.stats_counters: Dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
+        self.stats_counters.update({"last_error": None, "online": None, "mode": None})
         self._flusher = Flusher(self.queue, client, agent.agent_name, batch_size=batch_size,
                                 flush_interval=flush_interval, policy=retry_policy,
                                 on_progress=self._on_progress, stats=self.stats_counters)
@@ -223,10 +237,11 @@ class Stream:
         try:
             while done < len(items):
                 chunk = items[done:done + _SEGMENT_STEPS]
-                self.queue.write_segment(first + done, chunk, t)
+                segment = self.queue.store_segment(first + done, chunk, t)
                 done += len(chunk)
-                with self._cond:
-                    self._committing = len(items) - done
+                # `pending` reads under both locks; this moves the steps from memory to disk under the
+                # queue's, so it never sees them twice, and step() (under _cond) never waits on it.
+                self.queue.publish_segment(segment, then=partial(self._set_committing, len(items) - done))
                 self._flusher.wake.set()
         except StorageError as exc:
             with self._cond:
@@ -241,9 +256,11 @@ class Stream:
                 self._storage_error = exc
             return False
         with self._cond:
-            self._committing = 0
             self._storage_error = None
         return True
+
+    def _set_committing(self, n: int) -> None:
+        self._committing = n
 
     # --- flush / close --------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 
@@ -52,6 +53,49 @@ def test_step_never_waits_for_the_network(dead_server, agent_name, make_agent):
     assert agent.pending == n
     assert agent.stats["online"] is False
     print(f"100k steps with the server down: {total:.2f} s, worst {worst * 1e3:.1f} ms")
+
+
+@pytest.mark.timeout(120)
+def test_pending_never_counts_a_step_twice_while_the_group_commit_runs(dead_server, agent_name, make_agent):
+    # A reader of `pending` from another thread (a progress display, say) must never see more steps
+    # than were queued: CI once read 104096 of 100000 while a 4096-step segment was being published.
+    agent = make_agent(dead_server, agent_name, create=False, commit_interval=0.001)
+    n = 60_000
+    over = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            pending = agent.pending
+            enqueued = agent.stats["enqueued"]  # read after: at least what pending could have held
+            if pending > enqueued:
+                over.append((pending, enqueued))
+
+    agent.step(obs_of(0), 0, 0.0, obs_of(1), False)  # the queue and its threads exist from here
+    watcher = threading.Thread(target=watch, daemon=True)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # many more thread switches, so the watcher lands inside the window
+    watcher.start()
+    try:
+        for i in range(1, n):
+            agent.step(obs_of(i), i % 2, 0.0, obs_of(i + 1), False)
+    finally:
+        stop.set()
+        watcher.join(10)
+        sys.setswitchinterval(switch)
+    assert not over, f"pending above what was queued {len(over)} times, e.g. {over[:3]}"
+    assert agent.pending == n
+
+
+@pytest.mark.timeout(60)
+def test_stats_hold_every_key_before_the_first_step(dead_server, agent_name, make_agent):
+    agent = make_agent(dead_server, agent_name, create=False)
+    before = agent.stats
+    assert before["enqueued"] == 0 and before["pending"] == 0 and before["dropped"] == 0
+    agent.step(obs_of(0), 0, 0.0, obs_of(1), False)
+    after = agent.stats
+    assert set(before) == set(after)
+    assert after["enqueued"] == 1 and after["pending"] == 1
 
 
 @pytest.mark.timeout(60)
