@@ -256,6 +256,9 @@ def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, passw
             # The demo wants the queue to drain soon after the outage, not after a 30 s backoff.
             retry_policy=RetryPolicy(initial=0.05, max_delay=1.0),
         )
+        # Open the queue (a SQLite database, two threads) before the loop, so that the first step()
+        # costs what every other one does.
+        agent.open_queue()
         if not quiet:
             where = f"{admin.base_url} through a flaky proxy at {link_url}" if flaky else admin.base_url
             print(f"agent {name} (dqn) on {where}; {ENV_ID}, up to {episodes} episodes, seed {seed}",

@@ -176,7 +176,10 @@ def test_burst_of_100k_steps(api: Api, agent):
         assert resp.status_code == 200, resp.text
     elapsed = time.monotonic() - started
     assert resp.json()["acked_seq"] == 99_999
-    assert api.agent(agent)["steps_received"] == 100_000
-    # Seconds, not minutes, on a busy 2-core machine (typically ~1.5 s).
-    assert elapsed < 20, f"100k steps took {elapsed:.1f} s"
+    info = api.agent(agent)
+    assert info["steps_received"] == 100_000
+    # Answers did not wait for learning: the learner (a few hundred steps/s) is far behind what was
+    # accepted. The rate itself is measured in bench/, not asserted here (typically ~1.5 s for all).
+    assert info["steps_learned"] < 100_000
+    print(f"100k steps accepted in {elapsed:.1f} s, {info['steps_learned']} learned by then")
     api.delete(f"/agents/{agent}")
