@@ -17,6 +17,7 @@ from agents_bar_stream.exceptions import InvalidStepError
 __all__ = [
     "API_PREFIX",
     "DISCRETE_MODELS",
+    "MAX_MAGNITUDE",
     "PROTOCOL_VERSION",
     "SUPPORTED_MODELS",
     "StepEncoder",
@@ -36,6 +37,10 @@ API_PREFIX = "/api/v1"
 SUPPORTED_MODELS = ["dqn", "ppo", "ddpg", "rainbow"]
 #: Models whose action is one integer in ``[0, action_size)``; the others take ``action_size`` floats.
 DISCRETE_MODELS = frozenset({"dqn", "rainbow"})
+#: The largest magnitude a number of a step may have: float32's largest finite value. Learners
+#: compute in float32, where anything larger is infinite; such a step would pass a JSON check and
+#: then poison the agent's weights and replay priorities for good.
+MAX_MAGNITUDE = 3.4028234663852886e38
 
 _PRODUCER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Agent names end up in URLs and log lines, never in file paths; still, refuse anything that could be
@@ -66,11 +71,12 @@ def _check_vector(name: str, value: Any, size: Optional[int]) -> None:
         raise StepInvalid(f"{name} must have {size} numbers, got {len(value)}")
     for i, v in enumerate(value):
         # type() rather than isinstance(): a JSON true/false decodes to bool, a subclass of int,
-        # and must not pass as a number.
+        # and must not pass as a number. Integers need no range check: orjson reads anything past
+        # 64 bits as a float, and every 64-bit integer is within MAX_MAGNITUDE.
         t = type(v)
         if t is float:
-            if not math.isfinite(v):
-                raise StepInvalid(f"{name}[{i}] is not finite ({v})")
+            if not -MAX_MAGNITUDE <= v <= MAX_MAGNITUDE:  # also false for NaN
+                raise StepInvalid(f"{name}[{i}] {_not_finite(v)}")
         elif t is not int:
             raise StepInvalid(f"{name}[{i}] must be a number, got {t.__name__}")
 
@@ -104,8 +110,8 @@ def validate_step(
         _check_vector("action", action, action_size if discrete is not None else None)
     reward = step["reward"]
     if type(reward) is float:
-        if not math.isfinite(reward):
-            raise StepInvalid(f"reward is not finite ({reward})")
+        if not -MAX_MAGNITUDE <= reward <= MAX_MAGNITUDE:
+            raise StepInvalid(f"reward {_not_finite(reward)}")
     elif type(reward) is not int:
         raise StepInvalid(f"reward must be a number, got {type(reward).__name__}")
     if type(step["done"]) is not bool:
@@ -208,10 +214,14 @@ class StepEncoder:
             if not _is_array_bool(done) or getattr(done, "ndim", 1) != 0:
                 raise InvalidStepError(f"done must be a bool, got {type(done).__name__}")
             done = bool(done)
-        data = orjson.dumps({"obs": obs_v, "action": action_v, "reward": reward, "next_obs": next_v, "done": done})
-        # orjson writes NaN and infinities as null, and no other value here can become null, so one
-        # substring test checks every number for finiteness at C speed.
-        if b"null" in data:
+        try:
+            data = orjson.dumps({"obs": obs_v, "action": action_v, "reward": reward, "next_obs": next_v, "done": done})
+        except TypeError:  # orjson's JSONEncodeError: an integer beyond 64 bits
+            raise InvalidStepError(_which_non_finite(obs_v, action_v, reward, next_v)) from None
+        # orjson writes NaN and infinities as null, and no other value here can become null; it
+        # writes a float of 1e16 or more with "e+". Two substring tests at C speed therefore clear
+        # every number of an ordinary step; only a step with a huge value is looked at closely.
+        if b"null" in data or (b"e+" in data and not _all_in_range(obs_v, action_v, reward, next_v)):
             raise InvalidStepError(_which_non_finite(obs_v, action_v, reward, next_v))
         if not obs_v and size == 0:
             raise InvalidStepError("obs must not be empty")
@@ -263,16 +273,33 @@ def encode_observation(obs: Any, size: Optional[int] = None) -> bytes:
         raise InvalidStepError("obs must not be empty")
     if size is not None and len(vec) != size:
         raise InvalidStepError(f"obs must have {size} numbers (the agent's observation size), got {len(vec)}")
-    data = orjson.dumps(vec)
-    if b"null" in data:
+    try:
+        data = orjson.dumps(vec)
+    except TypeError:  # an integer beyond 64 bits
+        raise InvalidStepError(_which_non_finite(vec, [], 0.0, [])) from None
+    if b"null" in data or (b"e+" in data and not _all_in_range(vec, [], 0.0, [])):
         raise InvalidStepError(_which_non_finite(vec, [], 0.0, []))
     return data
+
+
+def _not_finite(v: Any) -> str:
+    if type(v) is float and math.isnan(v):
+        return "is not a number (NaN)"
+    return f"is out of range ({v:.6g}): numbers must be finite and at most {MAX_MAGNITUDE:.4g} in magnitude (float32)"
+
+
+def _in_range(v: Any) -> bool:
+    return -MAX_MAGNITUDE <= v <= MAX_MAGNITUDE and (type(v) is not int or -(2**63) <= v < 2**64)
+
+
+def _all_in_range(obs: list, action: list, reward: float, next_obs: list) -> bool:
+    return all(map(_in_range, obs)) and all(map(_in_range, action)) and _in_range(reward) and all(map(_in_range, next_obs))
 
 
 def _which_non_finite(obs: list, action: list, reward: float, next_obs: list) -> str:
     for name, vec in (("obs", obs), ("action", action), ("reward", [reward]), ("next_obs", next_obs)):
         for i, v in enumerate(vec):
-            if type(v) is float and not math.isfinite(v):
+            if not _in_range(v):
                 where = name if name == "reward" else f"{name}[{i}]"
-                return f"{where} is not finite ({v})"
+                return f"{where} {_not_finite(v)}"
     return "a value is not a finite number"

@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 import math
+import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -25,10 +26,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from agents_bar_stream.protocol import (
     API_PREFIX,
+    MAX_MAGNITUDE,
     PROTOCOL_VERSION,
     SUPPORTED_MODELS,
     StepInvalid,
@@ -69,6 +72,7 @@ DEFAULT_MAX_BODY_BYTES = 64 * 2**20  # any other body (snapshots are the big one
 DEFAULT_TOKEN_TTL = 24 * 3600.0  # seconds
 MAX_SMALL_BODY = 1 * 2**20  # login, create, act, step
 MAX_LOG_PAGE = 10_000
+MAX_AGENTS_PER_USER = 100  # each agent holds a network, a replay buffer and a learner thread
 SNAPSHOT_BUFFER_STEPS = 1000  # the most recent steps a snapshot carries as its buffer
 _BUFFER_FORMAT = "agents-bar-stream/steps-v1"
 # Bodies over the limit are still read (and dropped) up to this many bytes before answering 413:
@@ -134,13 +138,35 @@ async def _read_body(request: Request, limit: int, *, too_large: dict[str, Any] 
             raise APIError(400, "bad Content-Length header") from None
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            await _drain(request)
-            raise fail()
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                await _drain(request)
+                raise fail()
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to read an answer; a 400 keeps it out of the error log as a server fault.
+        raise APIError(400, "the client disconnected before sending the whole body") from None
     return b"".join(chunks)
+
+
+async def _form_fields(request: Request, body: bytes) -> dict[str, str]:
+    """The text fields of a multipart form whose body was already read (by _read_body)."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, receive).form(max_files=0, max_fields=16)
+    except Exception as exc:  # noqa: BLE001 - python-multipart and starlette raise several kinds for a bad form
+        raise APIError(422, f"the multipart form cannot be read: {exc}") from None
+    return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 async def _drain(request: Request) -> None:
@@ -180,8 +206,8 @@ def _check_obs(value: Any, size: int) -> list:
     for i, v in enumerate(value):
         t = type(v)
         if t is float:
-            if not math.isfinite(v):
-                raise APIError(422, f"observation[{i}] is not finite")
+            if not -MAX_MAGNITUDE <= v <= MAX_MAGNITUDE:  # also false for NaN
+                raise APIError(422, f"observation[{i}] is not finite or beyond float32's range (|x| <= {MAX_MAGNITUDE:.4g})")
         elif t is not int:
             raise APIError(422, f"observation[{i}] must be a number, got {t.__name__}")
     return value
@@ -197,6 +223,7 @@ def _agent_json(row: AgentRow, learners: Learners, steps_received: int | None = 
         "is_active": row.is_active,
         "steps_received": row.steps_received if steps_received is None else steps_received,
         "steps_learned": runtime.cursor if runtime is not None else 0,
+        "learn_errors": runtime.learn_errors if runtime is not None else 0,
         "created_at": row.created_at,
     }
 
@@ -269,6 +296,14 @@ def create_app(
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return _json({"detail": str(exc.detail)}, exc.status_code, exc.headers)
 
+    @app.exception_handler(sqlite3.Error)
+    async def _storage_error(request: Request, exc: sqlite3.Error) -> Response:
+        # The disk is full or failing: nothing was applied (every write is one transaction), and
+        # the client's data is safe with it. 503 tells it to come back later, as the protocol says.
+        logger.error("storage error on %s %s: %s", request.method, request.url.path, exc)
+        return _json({"detail": f"the server cannot write its storage now ({exc}); try again later"}, 503,
+                     {"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -296,9 +331,15 @@ def create_app(
             raise APIError(404, f"agent {name!r} not found")
         return row
 
-    def _runtime(row: AgentRow) -> learner_mod.AgentRuntime:
+    async def _runtime(row: AgentRow) -> learner_mod.AgentRuntime:
+        # Building an agent (torch, weights from disk) takes a while: never on the event loop.
+        runtime = learners.peek(row.id)
+        if runtime is not None:
+            return runtime
         try:
-            return learners.get(row)
+            return await run_in_threadpool(learners.get, row)
+        except LookupError:  # deleted while it was being built
+            raise APIError(404, f"agent {row.name!r} not found") from None
         except RuntimeError as exc:  # shutting down
             raise APIError(503, str(exc), headers={"Retry-After": "1"}) from None
         except Exception as exc:  # the agent cannot be built (e.g. the library refuses its config)
@@ -312,8 +353,7 @@ def create_app(
         body = await _read_body(request, 64 * 1024)
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
-            form = await request.form()
-            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            fields = await _form_fields(request, body)
         else:
             try:
                 fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
@@ -322,6 +362,8 @@ def create_app(
         username, password = fields.get("username"), fields.get("password")
         if not username or password is None:
             raise APIError(422, "form fields 'username' and 'password' are required (application/x-www-form-urlencoded)")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise APIError(422, "username and password must be text fields")
         stored = store.password_hash(username)
         ok = await run_in_threadpool(verify_password, password, stored or dummy_hash)
         if not (ok and stored):
@@ -361,9 +403,13 @@ def create_app(
             config = validate_config(model, doc.get("config"))
         except ConfigError as exc:
             raise APIError(422, str(exc)) from None
+        if await run_in_threadpool(store.count_agents, user) >= MAX_AGENTS_PER_USER:
+            raise APIError(422, f"this account has {MAX_AGENTS_PER_USER} agents, the most it may have; delete one first")
         try:
-            row = store.create_agent(
-                owner=user, name=name, model=model, description=description, config=config, is_active=is_active
+            row = await run_in_threadpool(
+                lambda: store.create_agent(
+                    owner=user, name=name, model=model, description=description, config=config, is_active=is_active
+                )
             )
         except AgentExists:
             raise APIError(409, f"an agent named {name!r} already exists") from None
@@ -372,8 +418,8 @@ def create_app(
         except Exception as exc:
             # The hyperparameters passed our checks but the library refused them: undo the create.
             logger.warning("agent %s: cannot build %s", row.id, model, exc_info=True)
-            store.delete_agent(row.id)
-            learners.remove(row.id)
+            await run_in_threadpool(store.delete_agent, row.id)
+            await run_in_threadpool(learners.remove, row.id)
             raise APIError(422, f"the {model} agent cannot be built with this config: {exc}") from None
         return _json(_agent_json(row, learners), 201)
 
@@ -385,7 +431,7 @@ def create_app(
     @app.delete(p + "/agents/{name}")
     async def delete_agent(name: str, request: Request) -> Response:
         row = _agent(_user(request), name)
-        store.delete_agent(row.id)
+        await run_in_threadpool(store.delete_agent, row.id)
         await run_in_threadpool(learners.remove, row.id)
         return _json({"detail": f"agent {name!r} deleted"}, 202)
 
@@ -400,7 +446,7 @@ def create_app(
         if not (math.isfinite(noise) and noise >= 0):
             raise APIError(422, "noise must be a finite number >= 0")
         obs = _check_obs(_parse_json(await _read_body(request, MAX_SMALL_BODY)), row.config["obs_size"])
-        runtime = _runtime(row)
+        runtime = await _runtime(row)
         try:
             action = await run_in_threadpool(runtime.act, obs, noise)
         except AgentFailure as exc:
@@ -433,12 +479,16 @@ def create_app(
     @app.get(p + "/agents/{name}/loss")
     async def loss(name: str, request: Request) -> Response:
         row = _agent(_user(request), name)
-        return _json(_runtime(row).loss())
+        runtime = await _runtime(row)
+        try:
+            return _json(await run_in_threadpool(runtime.loss))
+        except AgentFailure as exc:
+            raise APIError(503, str(exc), headers={"Retry-After": "1"}) from None
 
     @app.get(p + "/snapshots/{name}")
     async def get_snapshot(name: str, request: Request) -> Response:
         row = _agent(_user(request), name)
-        runtime = _runtime(row)
+        runtime = await _runtime(row)
 
         def build() -> dict[str, Any]:
             network = runtime.network_bytes()
@@ -456,7 +506,10 @@ def create_app(
                 "encoded_buffer": base64.b64encode(buffer).decode("ascii"),
             }
 
-        return _json(await run_in_threadpool(build))
+        try:
+            return _json(await run_in_threadpool(build))
+        except AgentFailure as exc:
+            raise APIError(503, str(exc), headers={"Retry-After": "1"}) from None
 
     @app.post(p + "/snapshots/{name}")
     async def post_snapshot(name: str, request: Request) -> Response:
@@ -496,12 +549,14 @@ def create_app(
                     )
                 except StepInvalid as exc:
                     raise APIError(422, f"encoded_buffer step {i} is invalid: {exc}", index=i) from None
-        runtime = _runtime(row)
+        runtime = await _runtime(row)
         if network:
             try:
                 await run_in_threadpool(runtime.load_network_bytes, network)
             except NetworkFormatError as exc:
                 raise APIError(422, str(exc)) from None
+            except AgentFailure as exc:
+                raise APIError(503, str(exc), headers={"Retry-After": "1"}) from None
         return _json({"detail": "snapshot loaded"})
 
     # The accepted log, in order: our own addition for inspection, served in both modes.

@@ -19,7 +19,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import torch
 from agents_bar_stream.protocol import is_discrete
 from agents_bar_stream.server.store import AgentRow, Store
 
-__all__ = ["AgentFailure", "AgentRuntime", "ConfigError", "Learners", "NetworkFormatError", "validate_config"]
+__all__ = ["AgentBusy", "AgentFailure", "AgentRuntime", "ConfigError", "Learners", "NetworkFormatError", "validate_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,24 @@ logging.getLogger("PPO").setLevel(logging.ERROR)
 
 MAX_OBS_SIZE = 4096
 MAX_ACTION_SIZE = 1024
+# What one ~150-byte create may cost. Weights of one network (a 1024-wide rainbow with 201 atoms
+# and 1024 actions would be ~210M parameters, 4 GB with its target net and optimizer):
+MAX_NETWORK_PARAMETERS = 4_000_000
+# Multiply-adds of one learning step (batch x parameters x updates): a learning step runs under the
+# agent's lock, which act() waits for, so it must stay well under a second on one core.
+MAX_UPDATE_COST = 4_000_000_000
+# Numbers a full replay buffer may hold. It only fills as steps arrive, so this guards against a
+# config that could never fit (ai-traineree keeps them as Python floats, ~32 bytes each), while
+# the library's defaults for usual observation sizes (DDPG: 10^6 steps of up to ~120 numbers) pass.
+MAX_BUFFER_NUMBERS = 250_000_000
+# Hidden layers and batch sizes that ai-traineree 0.9.0 uses when a config does not say.
+_DEFAULT_LAYERS = {"dqn": [64, 64], "rainbow": [100, 100], "ddpg": [64, 64], "ppo": [128, 128]}
+_DEFAULT_BATCH = {"dqn": 64, "rainbow": 80, "ddpg": 64, "ppo": 48}
+_DEFAULT_BUFFER = {"dqn": 100_000, "rainbow": 100_000, "ddpg": 1_000_000}
+#: Seconds act() waits for the learner to finish its current update before answering 503.
+ACT_LOCK_TIMEOUT = 2.0
+#: Seconds between two log lines about steps an agent failed to learn from (the count is kept).
+LEARN_ERROR_LOG_INTERVAL = 60.0
 #: Steps the learner reads from the log per query.
 LEARN_CHUNK = 256
 #: Seconds between weight saves of an agent that has learned something since the last one.
@@ -54,6 +73,10 @@ class ConfigError(ValueError):
 
 class AgentFailure(RuntimeError):
     """The agent itself failed (e.g. diverged weights); not the caller's fault."""
+
+
+class AgentBusy(AgentFailure):
+    """The agent is in a long learning step; the caller should try again shortly."""
 
 
 class NetworkFormatError(ValueError):
@@ -168,11 +191,45 @@ def validate_config(model: str, config: Any) -> dict[str, Any]:
         if param is None:
             raise ConfigError(f"config.{key} is not a hyperparameter of {model} (known: {', '.join(sorted(allowed))})")
         out[key] = param.check(key, value)
-    if model == "ppo" and out.get("batch_size", 1) > out.get("rollout_length", 48):
-        raise ConfigError("config.batch_size of ppo cannot exceed rollout_length")
+    if model == "ppo":
+        rollout = out.get("rollout_length", 48)
+        if out.get("batch_size", rollout) > rollout:
+            raise ConfigError("config.batch_size of ppo cannot exceed rollout_length")
+        if min(out.get("batch_size", rollout), rollout) < 2:
+            # The policy's spread is estimated from the batch: from one sample it is NaN, and the
+            # agent would fail on every step it is fed.
+            raise ConfigError("config.batch_size and rollout_length of ppo must be at least 2")
     if model == "rainbow" and out.get("v_min", -10.0) >= out.get("v_max", 10.0):
         raise ConfigError("config.v_min must be below v_max")
+    _check_cost(model, out)
     return out
+
+
+def _check_cost(model: str, config: Mapping[str, Any]) -> None:
+    """Refuse configs whose network, learning step or replay buffer would take over the server."""
+    layers = [config["obs_size"], *config.get("hidden_layers", _DEFAULT_LAYERS[model])]
+    outputs = config["action_size"] * (config.get("num_atoms", 21) if model == "rainbow" else 1)
+    params = sum(a * b for a, b in zip(layers, layers[1:] + [outputs], strict=True))
+    if model in ("ppo", "ddpg"):  # an actor and a critic of about the same size
+        params *= 2
+    if params > MAX_NETWORK_PARAMETERS:
+        raise ConfigError(f"the network would have ~{params:,} weights, over the limit of {MAX_NETWORK_PARAMETERS:,}; "
+                          "use fewer or narrower hidden_layers (or fewer num_atoms)")
+    if model == "ppo":
+        updates = max(config.get("actor_number_updates", 10), config.get("critic_number_updates", 10))
+        updates *= config.get("num_epochs", 1)
+    else:
+        updates = config.get("number_updates", 1)
+    cost = params * config.get("batch_size", _DEFAULT_BATCH[model]) * updates
+    if cost > MAX_UPDATE_COST:
+        raise ConfigError(f"one learning step would cost ~{cost:.2g} multiply-adds (weights x batch_size x updates), "
+                          f"over the limit of {MAX_UPDATE_COST:.2g}; lower batch_size, the number of updates or the network")
+    if model != "ppo":
+        per_step = 2 * config["obs_size"] + config["action_size"] + 2
+        buffer = config.get("buffer_size", _DEFAULT_BUFFER[model])
+        if buffer * per_step > MAX_BUFFER_NUMBERS:
+            raise ConfigError(f"a full replay buffer would hold {buffer * per_step:,} numbers, over the limit of "
+                              f"{MAX_BUFFER_NUMBERS:,}; set buffer_size to at most {MAX_BUFFER_NUMBERS // per_step:,}")
 
 
 def build_agent(model: str, config: Mapping[str, Any]):
@@ -231,6 +288,11 @@ def decode_network(data: bytes) -> dict[str, dict[str, torch.Tensor]]:
         for k, v in net.items()
     ):
         raise NetworkFormatError("encoded_network must be a dict of module state dicts")
+    for part, tensors in net.items():
+        for key, tensor in tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                # Loaded, such weights answer act() with NaN and poison everything learned after.
+                raise NetworkFormatError(f"encoded_network holds non-finite weights ({part}.{key})")
     return net
 
 
@@ -253,6 +315,9 @@ class AgentRuntime:
         self.agent = build_agent(row.model, row.config)
         self.cursor = 0  # log position of the next step to learn
         self.learn_errors = 0
+        self._errors_logged_at = -math.inf
+        self._errors_unlogged = 0
+        self._deleted = False  # set by Learners.remove: nothing may be written for this agent any more
         self._saved_cursor = -1
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -276,7 +341,9 @@ class AgentRuntime:
             self.cursor = 0
 
     def save(self) -> None:
-        """Write weights and cursor atomically (temp file, fsync, rename)."""
+        """Write weights and cursor atomically (temp file, fsync, rename); nothing once deleted."""
+        if self._deleted:
+            return
         with self.lock:
             payload = {"network": _network_state(self.agent), "cursor": self.cursor, "model": self.model}
         cursor = payload["cursor"]
@@ -287,6 +354,8 @@ class AgentRuntime:
             os.fsync(fh.fileno())
         os.replace(tmp, self._weights_path)
         self._saved_cursor = cursor
+        if self._deleted:  # deleted while this save was being written
+            self.delete_files()
 
     def delete_files(self) -> None:
         for path in (self._weights_path, self._weights_path.with_suffix(".tmp")):
@@ -301,14 +370,14 @@ class AgentRuntime:
         self.agent.set_network(NetworkState(net=dict(net)))
 
     def network_bytes(self) -> bytes:
-        with self.lock:
+        with self._busy_lock():
             net = _network_state(self.agent)
         return encode_network(net)
 
     def load_network_bytes(self, data: bytes) -> None:
         """Replace the weights from :func:`decode_network` bytes; raises :class:`NetworkFormatError`."""
         net = decode_network(data)
-        with self.lock:
+        with self._busy_lock():
             backup = _network_state(self.agent)
             try:
                 self._set_network(net)
@@ -323,8 +392,9 @@ class AgentRuntime:
         from aitraineree.types.experience import Experience
 
         try:
-            with self.lock:
-                exp = self.agent.act(Experience(obs=obs), noise)
+            with self._busy_lock():
+                # Floats: a JSON integer can be up to 2**64, which torch cannot turn into a tensor.
+                exp = self.agent.act(Experience(obs=[float(v) for v in obs]), noise)
             action = exp.action
             if self.discrete:
                 return [int(action)]
@@ -332,15 +402,28 @@ class AgentRuntime:
             if values and isinstance(values[0], list):  # a batch of one
                 values = values[0]
             out = [float(v) for v in values]
+        except AgentBusy:
+            raise
         except Exception as exc:  # the library asserts; report it as the agent failing
             raise AgentFailure(f"the {self.model} agent could not act: {type(exc).__name__} {exc}".strip()) from exc
         if not all(math.isfinite(v) for v in out):
             raise AgentFailure(f"the {self.model} agent produced a non-finite action")
         return out
 
+    @contextmanager
+    def _busy_lock(self) -> Iterator[None]:
+        """The agent's lock for a request: the learner holds it through one learning step, which
+        configs keep short; a request waits that long at most, then gets AgentBusy (a 503)."""
+        if not self.lock.acquire(timeout=ACT_LOCK_TIMEOUT):
+            raise AgentBusy(f"the {self.model} agent is busy learning; try again")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
     def loss(self) -> dict[str, float]:
         """The agent's latest losses; names whose value is not known yet (NaN) are left out."""
-        with self.lock:
+        with self._busy_lock():
             raw = dict(self.agent.loss)
         out = {}
         for key, value in raw.items():
@@ -359,10 +442,10 @@ class AgentRuntime:
 
         action = step["action"]
         exp = Experience(
-            obs=step["obs"],
+            obs=[float(v) for v in step["obs"]],
             action=int(action[0]) if self.discrete else [float(a) for a in action],
             reward=float(step["reward"]),
-            next_obs=step["next_obs"],
+            next_obs=[float(v) for v in step["next_obs"]],
             done=bool(step["done"]),
         )
         if self.model == "ppo":
@@ -370,7 +453,7 @@ class AgentRuntime:
             # only has the action, so compute them with the current policy (as acting would have).
             agent = self.agent
             with torch.no_grad():
-                t_obs = torch.tensor(step["obs"], dtype=torch.float32).unsqueeze(0)
+                t_obs = torch.tensor(exp.obs, dtype=torch.float32).unsqueeze(0)
                 agent.policy(agent.actor.act(t_obs))
                 logprob = agent.policy.log_prob(torch.tensor([exp.action], dtype=torch.float32))
                 value = agent.critic.act(t_obs)
@@ -396,15 +479,31 @@ class AgentRuntime:
                     self.agent.step(self._experience(step))
             except Exception:
                 # One step the agent chokes on must not stop learning from the rest (nor kill the thread).
-                self.learn_errors += 1
-                logger.warning("agent %s: learning from log position %s failed", self.id, self.cursor, exc_info=True)
+                self._learn_error("learning from log position %s failed", self.cursor)
             self.cursor += 1
         with self.lock:
             if not _all_finite(self.agent):
-                self.learn_errors += 1
-                logger.warning("agent %s: weights diverged (NaN/inf) before log position %s; restored", self.id, self.cursor)
+                # Putting the weights back is not enough: the optimizer's moments and the replay
+                # buffer's priorities are NaN too, and every later update would fail (or stay NaN).
+                # A fresh agent with the last good weights learns on from the next steps.
+                self._learn_error("weights diverged (NaN/inf) before log position %s; restored the last good "
+                                  "weights in a fresh agent (its replay buffer starts empty)", self.cursor)
+                self.agent = build_agent(self.model, self.config)
                 self._set_network(good)
         return len(entries)
+
+    def _learn_error(self, message: str, *args: Any) -> None:
+        """Count a learning failure; log it with its traceback, but at most once a minute per agent."""
+        self.learn_errors += 1
+        now = time.monotonic()
+        if now - self._errors_logged_at < LEARN_ERROR_LOG_INTERVAL:
+            self._errors_unlogged += 1
+            return
+        since = f" ({self._errors_unlogged} more since the last report)" if self._errors_unlogged else ""
+        logger.warning("agent %s: " + message + "%s; %d learning errors in all", self.id, *args, since,
+                       self.learn_errors, exc_info=True)
+        self._errors_logged_at = now
+        self._errors_unlogged = 0
 
     def notify(self) -> None:
         self._wake.set()
@@ -419,6 +518,8 @@ class AgentRuntime:
         while not self._stop.is_set():
             try:
                 read = self.learn_available()
+                if self._stop.is_set():
+                    break  # stop() saves when it should; a deleted agent must not be written again
                 if time.monotonic() - last_save >= self._save_interval and self.cursor != self._saved_cursor:
                     self.save()
                     last_save = time.monotonic()
@@ -457,6 +558,8 @@ class Learners:
         self._learn = learn
         self._save_interval = save_interval
         self._runtimes: dict[int, AgentRuntime] = {}
+        self._building: dict[int, threading.Lock] = {}  # agents being built, each under its own lock
+        self._removed: set[int] = set()  # ids are never reused (AUTOINCREMENT), so this only grows by deletes
         self._lock = threading.Lock()
         self._closed = False
 
@@ -470,24 +573,51 @@ class Learners:
                 logger.exception("agent %s (%s/%s) could not be loaded", row.id, row.owner, row.name)
 
     def get(self, row: AgentRow) -> AgentRuntime:
+        """The agent's runtime, built on first use. Raises RuntimeError when shutting down and
+        LookupError when the agent was removed while it was being built.
+
+        Building (torch, weights from disk) can take seconds; it happens under a lock of that agent
+        only, so that other agents' calls (and the startup loader) never wait for it.
+        """
         with self._lock:
             if self._closed:
                 raise RuntimeError("server is shutting down")
             runtime = self._runtimes.get(row.id)
-            if runtime is None:
-                runtime = AgentRuntime(row, self._store, self._dir, learn=self._learn, save_interval=self._save_interval)
-                self._runtimes[row.id] = runtime
-                gc.freeze()  # the agent's modules and network are long-lived: see runner.py
-                runtime.start()
+            if runtime is not None:
+                return runtime
+            building = self._building.setdefault(row.id, threading.Lock())
+        with building:
+            with self._lock:
+                runtime = self._runtimes.get(row.id)
+                if runtime is not None:
+                    return runtime
+            runtime = AgentRuntime(row, self._store, self._dir, learn=self._learn, save_interval=self._save_interval)
+            with self._lock:
+                self._building.pop(row.id, None)
+                gone = self._closed or row.id in self._removed
+                if not gone:
+                    self._runtimes[row.id] = runtime
+            if gone:
+                runtime._deleted = row.id in self._removed
+                if runtime._deleted:
+                    runtime.delete_files()
+                if self._closed:
+                    raise RuntimeError("server is shutting down")
+                raise LookupError(f"agent {row.id} was deleted")
+            gc.freeze()  # the agent's modules and network are long-lived: see runner.py
+            runtime.start()
             return runtime
 
     def peek(self, agent_id: int) -> AgentRuntime | None:
         return self._runtimes.get(agent_id)
 
     def remove(self, agent_id: int) -> None:
+        """Stop the agent's learner and delete its weights; a build in progress is discarded when it ends."""
         with self._lock:
             runtime = self._runtimes.pop(agent_id, None)
+            self._removed.add(agent_id)
         if runtime is not None:
+            runtime._deleted = True  # a save in flight or after a slow stop deletes its own file
             runtime.stop(save=False)
             runtime.delete_files()
         else:

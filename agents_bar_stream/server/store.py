@@ -203,10 +203,17 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn, *args)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A failed COMMIT (disk full, I/O error) may leave the transaction open, or SQLite
+                # may have rolled it back already: either way the shared writer must leave this
+                # call outside any transaction, or every later BEGIN fails until a restart.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        logger.exception("rollback after a failed write failed")
                 raise
-            conn.execute("COMMIT")
             return result
 
     # -- users --------------------------------------------------------------------------------
@@ -271,6 +278,9 @@ class Store:
                 .fetchall()
             )
         return [_agent(r) for r in rows]
+
+    def count_agents(self, owner: str) -> int:
+        return int(self._reader().execute("SELECT COUNT(*) FROM agents WHERE owner = ?", (owner,)).fetchone()[0])
 
     def delete_agent(self, agent_id: int) -> bool:
         """Delete the agent, its producers and its log in one transaction."""
