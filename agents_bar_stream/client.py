@@ -35,7 +35,7 @@ from agents_bar_stream.exceptions import (
     ServiceUnavailableError,
     StorageError,
 )
-from agents_bar_stream.protocol import API_PREFIX, SUPPORTED_MODELS, encode_observation, is_discrete
+from agents_bar_stream.protocol import API_PREFIX, SUPPORTED_MODELS, encode_observation, is_discrete, is_valid_agent_name
 from agents_bar_stream.transport import Response, Transport
 
 __all__ = ["Client", "EncodedAgentState", "RemoteAgent", "wait_until_agent_exists"]
@@ -139,10 +139,18 @@ class Client:
             raise AuthenticationError("the login answer has no access_token")
         self.__token = body["access_token"]
 
-    def _current_token(self, timeout: Optional[tuple] = None) -> str:
-        with self._auth_lock:
+    def _auth(self, deadline: Optional[float]) -> "_AuthLock":
+        """The login lock, waited for no longer than ``deadline`` (act() must not wait out another
+        thread's login against a stalled server)."""
+        return _AuthLock(self._auth_lock, deadline)
+
+    def _current_token(self, timeout: Optional[tuple] = None, deadline: Optional[float] = None) -> str:
+        token = self.__token
+        if token is not None:
+            return token
+        with self._auth(deadline):
             if self.__token is None:
-                self.login(timeout)
+                self.login(_bounded(timeout, deadline, self._transport.timeouts.connect))
             assert self.__token is not None
             return self.__token
 
@@ -155,21 +163,30 @@ class Client:
         params: Optional[Mapping[str, Any]] = None,
         timeout: Optional[tuple] = None,
         auth: bool = True,
+        deadline: Optional[float] = None,
     ) -> Response:
-        """One authenticated request; logs in again once on ``401`` when it can. Returns any status."""
+        """One authenticated request; logs in again once on ``401`` when it can. Returns any status.
+
+        With ``deadline`` (a ``time.monotonic()`` value) the whole call, logins included, ends by
+        then: each part gets only the time left, and :class:`ServiceUnavailableError` says when none is.
+        """
         if self._closed:
             raise ClosedError("this Client is closed")
+        connect = self._transport.timeouts.connect
         if not auth:
-            return self._transport.request(method, path, body=body, params=params, timeout=timeout)
-        token = self._current_token(timeout)
-        response = self._transport.request(method, path, body=body, params=params, token=token, timeout=timeout)
+            return self._transport.request(method, path, body=body, params=params,
+                                           timeout=_bounded(timeout, deadline, connect))
+        token = self._current_token(timeout, deadline)
+        response = self._transport.request(method, path, body=body, params=params, token=token,
+                                           timeout=_bounded(timeout, deadline, connect))
         if response.status == 401 and self.can_login:
-            with self._auth_lock:
+            with self._auth(deadline):
                 if self.__token == token:  # nobody refreshed it meanwhile
                     logger.info("access token refused; logging in again as %r", self.username)
-                    self.login(timeout)
+                    self.login(_bounded(timeout, deadline, connect))
                 token = self.__token  # type: ignore[assignment]
-            response = self._transport.request(method, path, body=body, params=params, token=token, timeout=timeout)
+            response = self._transport.request(method, path, body=body, params=params, token=token,
+                                               timeout=_bounded(timeout, deadline, connect))
         return response
 
     def close(self) -> None:
@@ -183,6 +200,36 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _bounded(timeout: Optional[tuple], deadline: Optional[float], connect: float) -> Optional[tuple]:
+    """``timeout`` cut to what is left before ``deadline``; raises when nothing is left."""
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ServiceUnavailableError("the deadline passed")
+    if timeout is None:
+        return (min(connect, remaining), remaining)
+    return (min(timeout[0], remaining), min(timeout[1], remaining))
+
+
+class _AuthLock:
+    """``with``: the client's login lock, waited for until a deadline at most."""
+
+    __slots__ = ("lock", "deadline")
+
+    def __init__(self, lock: threading.Lock, deadline: Optional[float]) -> None:
+        self.lock = lock
+        self.deadline = deadline
+
+    def __enter__(self) -> None:
+        wait = -1.0 if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        if not self.lock.acquire(timeout=wait):
+            raise ServiceUnavailableError("the deadline passed while another thread was logging in")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
 
 
 def _check_number(name: str, value: Any, *, minimum: float = 0.0, allow_none: bool = False) -> Any:
@@ -240,8 +287,11 @@ class RemoteAgent:
     def __init__(self, client: Optional[Client], agent_name: str, *, act_timeout: float = cfg.DEFAULT_ACT_TIMEOUT,
                  fallback: Optional[Callable[[Any], ActionType]] = None, description: Optional[str] = None,
                  config: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
-        if not isinstance(agent_name, str) or not agent_name:
-            raise ConfigurationError(f"agent_name must be a non-empty string, got {agent_name!r}")
+        if not is_valid_agent_name(agent_name):
+            # The name goes into URLs and the default queue directory's name: refuse what could
+            # be read as a path or a query there, as the server does.
+            raise ConfigurationError(
+                f"agent_name must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit, got {agent_name!r}")
         access_token = kwargs.pop("access_token", None)
         username = kwargs.pop("username", None)
         password = kwargs.pop("password", None)
@@ -275,6 +325,7 @@ class RemoteAgent:
         self.loss: Dict[str, float] = {}
         self._act_stats = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0}
         self._stream_obj: Any = None
+        self._left_at_close = 0
         self._stream_lock = threading.Lock()
         self._closed = False
         from agents_bar_stream.stream import validate_stream_options  # noqa: PLC0415 (keeps import light)
@@ -293,9 +344,15 @@ class RemoteAgent:
         if not (Path(queue_dir) / "data").is_dir():
             return
         try:
-            self._stream()
+            stream = self._stream()
         except (QueueLockedError, StorageError) as exc:
             logger.debug("not resuming queue %s now: %s", queue_dir, exc)
+            return
+        if stream.pending == 0:
+            # Nothing to resume: do not hold the directory (and its lock) until the first step().
+            with self._stream_lock:
+                self._stream_obj = None
+            stream.close(0)
 
     def __repr__(self) -> str:
         return f"RemoteAgent({self.agent_name!r}, base_url={self._client.base_url!r})"
@@ -482,7 +539,11 @@ class RemoteAgent:
             self._act_stats["act_fallbacks"] += 1
             logger.warning("act() fell back to the local policy: %s", exc)
             return self.fallback(obs)
-        action = response.json()["action"]
+        answer = response.json()
+        action = answer.get("action") if isinstance(answer, dict) else None
+        if type(action) is not list or not action or not all(type(a) in (int, float) for a in action):
+            raise APIError(response.status, f"the act answer has no action list: {response.content[:120]!r}",
+                           method="POST", path=path)
         discrete = self._discrete
         if discrete is None:
             if self._agent_model is not None:
@@ -496,11 +557,7 @@ class RemoteAgent:
         return action
 
     def _act_once(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float) -> Response:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ServiceUnavailableError("deadline passed")
-        timeout = (min(self._client._transport.timeouts.connect, remaining), remaining)
-        return self._client.request("POST", path, body=body, params=params, timeout=timeout).raise_for_status()
+        return self._client.request("POST", path, body=body, params=params, deadline=deadline).raise_for_status()
 
     def _act_retrying(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float,
                       first: BaseException) -> Response:
@@ -562,14 +619,18 @@ class RemoteAgent:
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything queued so far is acknowledged by the server; True if it was in time."""
         _check_number("timeout", timeout, allow_none=True)
+        self._check_open()
         if self._stream_obj is None:
             return True
         return self._stream_obj.flush(timeout)
 
     @property
     def pending(self) -> int:
-        """Transitions queued and not yet acknowledged."""
-        return 0 if self._stream_obj is None else self._stream_obj.pending
+        """Transitions queued and not yet acknowledged (after close(): those it left on disk)."""
+        stream = self._stream_obj
+        if stream is None:
+            return self._left_at_close
+        return stream.pending
 
     @property
     def stats(self) -> Dict[str, Any]:
@@ -593,6 +654,7 @@ class RemoteAgent:
         stream, self._stream_obj = self._stream_obj, None
         if stream is not None and stream.pid == os.getpid():
             stream.close(timeout)
+            self._left_at_close = stream.left_at_close
 
     def __enter__(self) -> "RemoteAgent":
         return self

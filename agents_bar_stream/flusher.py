@@ -10,6 +10,7 @@ No failure ever escapes the thread: each is logged and counted in ``stats``.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
@@ -63,6 +64,15 @@ class FlusherWait:
         return delay
 
 
+def _json_object(response: Response) -> Dict[str, Any]:
+    """The answer's JSON object, or {} when it has none (an HTML error page, say)."""
+    try:
+        body = response.json()
+    except APIError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 class _Stopped(Exception):
     """The flusher was asked to stop while a batch was still undelivered."""
 
@@ -90,6 +100,9 @@ class Flusher(threading.Thread):
         self.max_bytes = 8 * 2**20
         self._cap: Optional[int] = None  # a temporary smaller batch after a 413 or before a 422's bad step
         self._path = f"/agents/{agent_name}"
+        self._exit_lock = threading.Lock()
+        self._exited = False
+        self._close_queue = False
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -107,29 +120,68 @@ class Flusher(threading.Thread):
             logger.exception("the flusher of %r stopped on an unexpected error; queued steps stay on disk",
                              self.agent_name)
             self.stats["last_error"] = "flusher crashed; see log"
+        finally:
+            with self._exit_lock:
+                self._exited = True
+                close = self._close_queue
+            if close:
+                self.queue.close()
+
+    def close_queue_when_done(self) -> bool:
+        """Close the queue now if this thread has ended (True), else when it ends (False).
+
+        close() does not wait for a request in flight past its deadline; the queue, and the
+        directory lock, must still be given back once that request is over.
+        """
+        with self._exit_lock:
+            if not self._exited and self.is_alive():
+                self._close_queue = True
+                return False
+        self.queue.close()
+        return True
 
     def _run(self) -> None:
+        failures = 0
         while not self.stop_event.is_set():
-            max_steps = min(self.max_steps, self._cap or self.max_steps)
-            batch = self.queue.read_batch(1 if self.legacy else max_steps, self.max_bytes - 256)
-            if batch is None:
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
-            linger = self.flush_interval - (time.time() - batch.enqueued_at)
-            if len(batch.items) < max_steps and linger > 0 and not self.hurry.is_set() and self.legacy is not True:
-                # A short batch whose oldest step is younger than flush_interval: let it fill, so that
-                # a slow trickle of steps does not cost one request each. Steps that waited already
-                # (behind the previous request, say) go at once: no step lingers longer than that.
-                if self.hurry.wait(linger):
-                    self.hurry.clear()
-                batch = self.queue.read_batch(max_steps, self.max_bytes - 256) or batch
-            if self.legacy is None:
-                self._probe()
-            if self.legacy:
-                self._deliver_legacy(batch)
-            else:
-                self._deliver(batch)
+            try:
+                self._one_batch()
+                failures = 0
+            except _Stopped:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad answer or disk error must not end delivery
+                # Everything the answers of the protocol call for is handled in _deliver; this is
+                # for the rest (the local disk refusing a write, an answer we cannot read): the
+                # steps stay on disk and the batch is tried again after a backoff.
+                failures += 1
+                self.stats["retries"] += 1
+                self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
+                logger.warning("delivery for %r failed on an unexpected error; keeping the steps and trying "
+                               "again (attempt %d)", self.agent_name, failures, exc_info=True)
+                delay = min(self.policy.max_delay, self.policy.initial * 2 ** min(failures, 20))
+                self._sleep(random.uniform(delay / 2, delay))
+
+    def _one_batch(self) -> None:
+        """Read the oldest committed steps, let a short batch fill a little, deliver it."""
+        max_steps = min(self.max_steps, self._cap or self.max_steps)
+        batch = self.queue.read_batch(1 if self.legacy else max_steps, self.max_bytes - 256)
+        if batch is None:
+            self.wake.wait(0.5)
+            self.wake.clear()
+            return
+        linger = self.flush_interval - (time.time() - batch.enqueued_at)
+        if len(batch.items) < max_steps and linger > 0 and not self.hurry.is_set() and self.legacy is not True:
+            # A short batch whose oldest step is younger than flush_interval: let it fill, so that
+            # a slow trickle of steps does not cost one request each. Steps that waited already
+            # (behind the previous request, say) go at once: no step lingers longer than that.
+            if self.hurry.wait(linger):
+                self.hurry.clear()
+            batch = self.queue.read_batch(max_steps, self.max_bytes - 256) or batch
+        if self.legacy is None:
+            self._probe()
+        if self.legacy:
+            self._deliver_legacy(batch)
+        else:
+            self._deliver(batch)
 
     def _retrying(self) -> Retrying:
         return Retrying(
@@ -159,10 +211,22 @@ class Flusher(threading.Thread):
         logger.log(level, message, self.agent_name, self.queue.committed_pending(), state.attempt_number, exc)
 
     def _call(self, method: str, path: str, body: Optional[bytes] = None) -> Response:
-        """One request; raises for the answers that mean 'try again later', returns the others."""
+        """One request; raises for the answers that mean 'try again later', returns the others.
+
+        The answers of ``/steps`` that the flusher acts on are checked here, inside the retry loop:
+        a 200 without ``acked_seq`` or a 409 without ``expected_seq`` (a proxy's HTML page, say) is
+        an error to back off from and retry, never a reason to stop delivering.
+        """
         response = self.client.request(method, path, body=body, timeout=_SEND_TIMEOUT)
         status = response.status
-        if status == 200 or status in (409, 413, 422):
+        if path.endswith("/steps") and status in (200, 409):
+            field = "acked_seq" if status == 200 else "expected_seq"
+            answer = response.json()  # APIError (retried) when it is not JSON
+            if not isinstance(answer, dict) or type(answer.get(field)) is not int:
+                raise APIError(status, f"the answer has no integer {field}: {response.content[:120]!r}",
+                               method=method, path=path)
+            return response
+        if 200 <= status < 300 or status in (409, 413, 422):
             return response
         # Everything else raises one of our errors; is_transient() decides that it is tried again.
         return response.raise_for_status()
@@ -208,6 +272,7 @@ class Flusher(threading.Thread):
         producer = self.queue.producer_id
         head = b'{"producer_id":"%s","first_seq":%d,"steps":[' % (producer.encode(), batch.first_wire)
         body = head + b",".join(batch.items) + b"]}"
+        self.queue.mark_sent(batch.last_local)
         response = self._attempt("POST", self._path + "/steps", body)
         self.stats["online"] = True
         status = response.status
@@ -232,18 +297,23 @@ class Flusher(threading.Thread):
             if len(batch.items) == 1:
                 self._dead_letter(batch, 0, 413, response.detail())
             else:
+                # Halve and resend; the limits in the answer, when there are any, bound later batches
+                # (a proxy's own 413, e.g. nginx's client_max_body_size, is an HTML page without them).
                 self._cap = max(1, len(batch.items) // 2)
-                body_info = response.json() if response.content else {}
-                if isinstance(body_info, dict):
-                    self.max_steps = max(1, min(self.max_steps, int(body_info.get("max_batch_steps", self.max_steps))))
-                    self.max_bytes = max(1024, min(self.max_bytes, int(body_info.get("max_batch_bytes", self.max_bytes))))
+                limits = _json_object(response)
+                for key, attr, low in (("max_batch_steps", "max_steps", 1), ("max_batch_bytes", "max_bytes", 1024)):
+                    if type(limits.get(key)) is int:
+                        setattr(self, attr, max(low, min(getattr(self, attr), limits[key])))
         elif status == 422:
-            answer = response.json() if response.content else {}
-            index = int(answer.get("index", 0)) if isinstance(answer, dict) else 0
-            if index <= 0 or index >= len(batch.items):
+            index = _json_object(response).get("index")
+            if len(batch.items) == 1 or index == 0:
                 self._dead_letter(batch, 0, 422, response.detail())
-            else:
+            elif type(index) is int and 0 < index < len(batch.items):
                 self._cap = index  # send the good steps before it first; the bad one then comes alone at the head
+            else:
+                # The server did not say which step (or named none of these): send them one at a
+                # time until it does, so that only a step it refused alone is dead-lettered.
+                self._cap = 1
 
     def _dead_letter(self, batch: Batch, index: int, status: int, detail: str) -> None:
         local = batch.first_local + index
@@ -263,12 +333,13 @@ class Flusher(threading.Thread):
 
     def _deliver_legacy(self, batch: Batch) -> None:
         item = batch.items[0]
+        self.queue.mark_sent(batch.first_local)
         response = self._attempt("POST", self._path + "/step", b'{"step_data":' + item + b"}")
         self.stats["online"] = True
-        if response.status == 422:
-            self._dead_letter(batch, 0, 422, response.detail())
+        if response.status in (413, 422):  # this one step can never be accepted
+            self._dead_letter(batch, 0, response.status, response.detail())
         elif 200 <= response.status < 300:
             self._consumed(batch.first_local)
-        else:  # 409 or 413 have no meaning on /step; keep the step and try again later
+        else:  # a 409 has no meaning on /step; keep the step and try again a little later
             self.stats["last_error"] = f"{response.status}: {response.detail()}"
-            time.sleep(min(1.0, self.policy.max_delay))
+            self._sleep(min(1.0, self.policy.max_delay))

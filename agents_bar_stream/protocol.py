@@ -208,7 +208,7 @@ class StepEncoder:
             raise InvalidStepError(
                 f"obs and next_obs must have {size} numbers (the agent's observation size), "
                 f"got {len(obs_v)} and {len(next_v)}")
-        action_v = self._action(action)
+        action_v, discrete = self._action(action)
         reward = _plain_number("reward", reward)
         if done is not True and done is not False:
             if not _is_array_bool(done) or getattr(done, "ndim", 1) != 0:
@@ -225,13 +225,18 @@ class StepEncoder:
             raise InvalidStepError(_which_non_finite(obs_v, action_v, reward, next_v))
         if not obs_v and size == 0:
             raise InvalidStepError("obs must not be empty")
-        self.obs_size = size  # learnt only once the whole step is known to be good
+        # Learnt only once the whole step is known to be good: a refused step teaches nothing.
+        self.obs_size = size
+        self.discrete = discrete
+        if not discrete:
+            self.action_size = len(action_v)
         # orjson hands back its 4 KiB output buffer as the bytes object; a step waiting in memory
         # for the group commit would hold 4 KiB for its ~200 bytes (1.7 GB for a 400k backlog).
         # A right-sized copy costs ~0.1 µs.
         return bytes(memoryview(data))
 
-    def _action(self, action: Any) -> list:
+    def _action(self, action: Any) -> "tuple[list, bool]":
+        """The wire action and whether it is discrete; changes nothing on self."""
         discrete = self.discrete
         if discrete is None:
             # The model is unknown: an integer (or [integer]) means a discrete agent; the first step decides.
@@ -256,14 +261,13 @@ class StepEncoder:
             if a < 0 or (self.action_size is not None and a >= self.action_size):
                 bound = f"[0, {self.action_size})" if self.action_size is not None else ">= 0"
                 raise InvalidStepError(f"action {a} is out of range {bound}")
-            self.discrete = True
-            return [a]
+            return [a], True
         vec = _plain_vector("action", action)
         if self.action_size is not None and len(vec) != self.action_size:
             raise InvalidStepError(f"action must have {self.action_size} numbers, got {len(vec)}")
-        self.discrete = False
-        self.action_size = len(vec)
-        return vec
+        if not vec:
+            raise InvalidStepError("action must not be empty")
+        return vec, False
 
 
 def encode_observation(obs: Any, size: Optional[int] = None) -> bytes:

@@ -32,6 +32,7 @@ import sqlite3
 import struct
 import threading
 import time
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -68,6 +69,13 @@ _SETTINGS = {
     # (diskcache opens a connection per thread, each with its own cache), it saves no reads.
     "sqlite_cache_size": 2**10,
 }
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:  # pragma: no cover - already closed
+        pass
 
 
 def _storage_error(action: str, directory: Path, exc: BaseException) -> StorageError:
@@ -138,19 +146,24 @@ class DiskQueue:
             except OSError:
                 pass
             os.close(fd)
+            if holder == str(os.getpid()):
+                raise QueueLockedError(
+                    f"the queue {self.directory} is open by another RemoteAgent in this process; close() that one "
+                    "first, or give each agent its own queue_dir") from None
             raise QueueLockedError(
                 f"the queue {self.directory} is in use by another process{f' (pid {holder})' if holder else ''}; "
                 "give each process its own queue_dir") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
+        # A queue dropped without close() (its RemoteAgent garbage collected) must not keep the
+        # directory locked for the rest of the process: the descriptor goes with the object.
+        self._lock_finalizer = weakref.finalize(self, _close_fd, fd)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
-            try:
-                os.close(self._lock_fd)  # closing the descriptor releases the flock
-            finally:
-                self._lock_fd = None
+            self._lock_fd = None
+            self._lock_finalizer()  # closes the descriptor once, which releases the flock
 
     def _load(self, service_url: str, agent_name: str) -> None:
         cache = self._cache
@@ -189,8 +202,16 @@ class DiskQueue:
             last = self.segments[-1]
             self._fill(last)
             self.next_local = max(self.next_local, last[0] + last[1])
+        if self.removed_ranges:
+            # Steps dropped after the last segment (then the process died before the next commit):
+            # their numbers are taken for good; a new step given one would be skipped as removed.
+            self.next_local = max(self.next_local, self.removed_ranges[-1][1])
         self.dead_letters = dead
-        self.in_flight_through = -1  # the last local the flusher may be sending (see read_batch)
+        self.in_flight_through = -1  # the last local the flusher may be sending now (see read_batch)
+        # The last local ever handed to the server, persisted before each send: the server may have
+        # applied anything up to it without this process learning so (a lost answer, a kill), so
+        # drop_oldest must never drop it, or later steps would take numbers the server already holds.
+        self.sent_through: int = cache.get("meta.sent_through", -1)
         self.committed_through = self.next_local - 1
         # Bytes of queued steps: exact for what this process writes; at open, diskcache's own
         # measure of the disk in use stands in (reading every segment back would cost seconds).
@@ -294,10 +315,10 @@ class DiskQueue:
             for seg in self.segments:  # from the oldest; the ones wanted are at the front
                 if seg[0] > last_wanted:
                     break
-                if seg[1] is None:
-                    self._fill(seg)
-                if seg[0] + seg[1] > first:
-                    segments.append(seg)
+                segments.append(seg)
+        # The segments are read from disk outside the lock (a reopened backlog has not even their
+        # headers in memory yet): step() publishes under it and must never wait for these reads.
+        # Nothing can take them away meanwhile: drop_oldest keeps off everything up to last_wanted.
         items: List[bytes] = []
         size = 0
         i = 0
@@ -310,6 +331,9 @@ class DiskQueue:
             else:
                 seg_items = self._fill(seg)
                 self._head_items = (seg[0], seg_items)
+            if seg[0] + seg[1] <= local:  # wholly consumed already (the head of a partly delivered backlog)
+                i += 1
+                continue
             offset = local - seg[0]
             for item in seg_items[offset:]:
                 if len(items) >= max_steps or local >= stop_at or (items and size + len(item) + 1 > max_bytes):
@@ -326,6 +350,19 @@ class DiskQueue:
         if not items:
             return None
         return Batch(first, wire, items, segments[0][3] or 0.0)
+
+    def mark_sent(self, through_local: int) -> None:
+        """Record, durably and before the request goes out, that steps up to ``through_local`` are being sent."""
+        if through_local <= self.sent_through:
+            return
+        with self.lock:
+            self.sent_through = through_local
+        try:
+            self._cache.set("meta.sent_through", through_local)
+        except (OSError, sqlite3.Error) as exc:
+            # A full disk must not stop the delivery that would free it: this process still knows
+            # the mark; only a restart before the next successful write forgets it.
+            logger.warning("could not record the steps being sent in %s: %s", self.directory, exc)
 
     def mark_consumed(self, through_local: int) -> Tuple[int, int]:
         """Everything up to ``through_local`` is delivered: persist that and delete whole segments.
@@ -345,7 +382,12 @@ class DiskQueue:
                     break
                 doomed.append(self.segments.popleft())
             self.consumed = through_local
-            while self.removed_ranges and self.removed_ranges[0][1] - 1 <= through_local:
+            # A removed range is folded into the count only once no segment at or below it is held:
+            # a 409 may rewind into a held, partly delivered segment, and wire_seq of the steps there
+            # must still see every removed step after them.
+            held_from = self.segments[0][0] if self.segments else through_local + 1
+            while (self.removed_ranges and self.removed_ranges[0][1] - 1 <= through_local
+                   and self.removed_ranges[0][1] <= held_from):
                 start, end = self.removed_ranges.pop(0)
                 self.removed_before += end - start
             removed_meta = orjson.dumps([self.removed_before, self.removed_ranges])
@@ -393,7 +435,7 @@ class DiskQueue:
             for seg in self.segments:
                 if freed >= need_bytes:
                     break
-                if seg[0] <= max(after_local, self.consumed, self.in_flight_through):
+                if seg[0] <= max(after_local, self.consumed, self.in_flight_through, self.sent_through):
                     continue
                 if seg[1] is None:
                     self._fill(seg)

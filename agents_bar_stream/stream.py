@@ -114,6 +114,7 @@ class Stream:
         self._storage_error: Optional[StorageError] = None
         self._closed = False
         self._started = False
+        self.left_at_close = 0  # steps still queued when close() returned
         self.stats_counters: Dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
         self.stats_counters.update({"last_error": None, "online": None, "mode": None})
         self._flusher = Flusher(self.queue, client, agent.agent_name, batch_size=batch_size,
@@ -187,6 +188,8 @@ class Stream:
                 f"the queue of {self.agent_name!r} holds {self._bytes} bytes, max_pending_bytes is "
                 f"{self.max_pending_bytes}; this step was not queued")
         deadline = time.monotonic() + self.block_timeout
+        if self._pending_locked() == 0:
+            self._bytes = 0  # see _on_progress: a reopened queue's estimate, and nothing is queued
         while self._bytes + size > self.max_pending_bytes:
             if self.on_full == "drop_oldest":
                 dropped, freed = self.queue.drop_oldest(self.queue.consumed, self._bytes + size - self.max_pending_bytes)
@@ -208,6 +211,10 @@ class Stream:
     def _on_progress(self, consumed: int, freed: int) -> None:
         with self._cond:
             self._bytes = max(0, self._bytes - freed)
+            if self._pending_locked() == 0:
+                # Exact again: the count starts from the database's size when a queue is reopened
+                # (an estimate, never below SQLite's own ~28 KB), and nothing is left to measure.
+                self._bytes = 0
             self._cond.notify_all()
 
     # --- group commit (durability="batch") ----------------------------------------------------------------
@@ -291,33 +298,45 @@ class Stream:
                 self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
 
     def close(self, timeout: Optional[float] = None) -> None:
+        """Deliver for up to ``timeout`` seconds, write what is in memory to disk, stop the threads.
+
+        Bounded: a flusher still inside a request when time is up is left to finish it on its own
+        (a daemon thread; its batch is on disk and is at worst re-sent as duplicates later).
+        """
         if self._closed:
             return
         timeout = self.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         delivered = self.flush(timeout) if self._started else self.pending == 0
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._commit_wake.set()
         if self._committer is not None:
-            self._committer.join(5.0)
+            # Not bounded by the deadline: this is a local disk write of steps that exist nowhere else.
+            self._committer.join(_COMMIT_JOIN_TIMEOUT)
         if self._committer is None or not self._committer.is_alive():
             self._commit_once()  # whatever the loop did not take is written now
         self._flusher.stop()
         if self._flusher.is_alive():
-            self._flusher.join(_JOIN_TIMEOUT)
+            self._flusher.join(max(0.1, deadline - time.monotonic()))
         left = self.queue.committed_pending()
+        self.left_at_close = left + len(self._buffer)
         if not delivered or left:
             logger.warning("closing the stream of %r with %d steps undelivered; they stay in %s and are sent "
                            "by the next RemoteAgent opened on it (or `agents-bar-stream queue replay`)",
                            self.agent_name, left, self.queue.directory)
-        if self._flusher.is_alive():
-            logger.warning("the flusher of %r is still in a request; leaving its queue open", self.agent_name)
-            return
         if self._buffer:
             logger.error("%d steps of %r could not be written to disk and are lost", len(self._buffer), self.agent_name)
-        self.queue.close()
         _LIVE.discard(self)
+        if not self._flusher.close_queue_when_done():
+            logger.info("the flusher of %r is still in a request; it closes the queue when that ends", self.agent_name)
+
+    def hurry(self) -> None:
+        """Start writing and delivering everything now (the exit hook does this for every stream at once)."""
+        if not self._closed:
+            self._commit_wake.set()
+            self._flusher.hurry.set()
 
     def stats(self) -> Dict[str, Any]:
         out = dict(self.stats_counters)
@@ -342,7 +361,7 @@ class Stream:
         self.queue._release_lock()
 
 
-_JOIN_TIMEOUT = 20.0
+_COMMIT_JOIN_TIMEOUT = 30.0
 
 
 def _after_fork_in_child() -> None:
@@ -355,11 +374,14 @@ def _after_fork_in_child() -> None:
 
 
 def _close_all_at_exit() -> None:
-    for stream in list(_LIVE):
-        if stream.pid != os.getpid():
-            continue
+    streams = [s for s in list(_LIVE) if s.pid == os.getpid()]
+    # Every flusher works at once, and exit waits for the longest close_timeout, not for their sum.
+    for stream in streams:
+        stream.hurry()
+    deadline = time.monotonic() + max((s.close_timeout for s in streams), default=0.0)
+    for stream in streams:
         try:
-            stream.close(stream.close_timeout)
+            stream.close(max(0.0, deadline - time.monotonic()))
         except Exception:  # noqa: BLE001 - exit must go on
             logger.exception("closing the stream of %r at exit failed", stream.agent_name)
 
