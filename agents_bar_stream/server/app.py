@@ -252,7 +252,9 @@ def create_app(
     streaming endpoints answer 404, so clients can be tested against an old server.
     """
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if not data_dir.exists():
+        # The database holds password hashes and every agent's data: the owner's eyes only.
+        data_dir.mkdir(parents=True, mode=0o700)
     store = Store(data_dir / "agents-bar.sqlite3", synchronous=synchronous)
     for name, password in users:
         if not name or ":" in name:
