@@ -335,15 +335,24 @@ class DiskQueue:
                 i += 1
                 continue
             offset = local - seg[0]
-            for item in seg_items[offset:]:
-                if len(items) >= max_steps or local >= stop_at or (items and size + len(item) + 1 > max_bytes):
+            take = min(len(seg_items) - offset, max_steps - len(items), stop_at - local)
+            chunk = seg_items[offset:offset + take]
+            chunk_size = sum(map(len, chunk)) + len(chunk)
+            if size + chunk_size <= max_bytes:
+                # The usual case, at C speed: the whole rest of the segment fits.
+                items.extend(chunk)
+                size += chunk_size
+                local += take
+                if offset + take < len(seg_items):
+                    break  # stopped inside this segment by max_steps or a removed step
+                i += 1
+                continue
+            for item in chunk:  # the byte limit falls inside this segment: find where
+                if items and size + len(item) + 1 > max_bytes:
                     break
                 items.append(item)
                 size += len(item) + 1
                 local += 1
-            else:
-                i += 1
-                continue
             break
         with self.lock:
             self.in_flight_through = first + len(items) - 1

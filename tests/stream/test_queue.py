@@ -77,3 +77,23 @@ def test_a_queue_dropped_without_close_gives_its_lock_back(tmp_path):
     del q
     gc.collect()
     DiskQueue(tmp_path).close()
+
+
+def test_batches_respect_steps_bytes_and_removed_steps_across_segments(tmp_path):
+    q = DiskQueue(tmp_path)
+    for first in range(0, 100, 10):
+        q.write_segment(first, items(first, 10), time.time())
+    size = len(items(25, 1)[0]) + 1  # items 10-99 are 8 bytes, plus a separator each
+    batch = q.read_batch(25, 10**6)
+    assert (batch.first_local, batch.last_local) == (0, 24) and batch.items == items(0, 25)
+    q.mark_consumed(batch.last_local)
+    batch = q.read_batch(1000, 7 * size)  # the byte limit falls inside a segment
+    assert batch.items == items(25, 7)
+    q.mark_consumed(batch.last_local)
+    q.dead_letter(40, items(40, 1)[0], 422, "refused")
+    batch = q.read_batch(1000, 10**6)
+    assert batch.items == items(32, 8)  # stops before the dead letter
+    q.mark_consumed(batch.last_local)
+    batch = q.read_batch(1000, 10**6)
+    assert (batch.first_local, batch.first_wire) == (41, 40) and batch.items == items(41, 59)
+    q.close()
