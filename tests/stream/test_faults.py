@@ -8,6 +8,7 @@ real one that forwards every request to it unchanged and replaces some answers.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +41,16 @@ def down_server(server_factory, user, agent_name, make_agent):
 
 
 @pytest.fixture
+def dead_server():
+    """An address where nothing listens (a port just freed), as in test_limits.py."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return At(f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
 def direct_api(server, user):
     """An ``Api`` on the real shared server; agents it creates are deleted at teardown, whatever
     the address the agent's own client used (a fault server may be gone by then)."""
@@ -63,9 +74,10 @@ def reopen(make_agent, srv, name, queue_dir, *, within: float = 30.0, **options)
             time.sleep(0.1)
 
 
-# --- a fault server: the only fake of tests 3 and 4 -------------------------------------------------------
+# --- a fault server: the only fake of tests 1, 3 and 4 ----------------------------------------------------
 
 _PASSED_HEADERS = ("Authorization", "Content-Type", "Accept")
+LOSE = "lose"  # decide(): forward the request, then drop the connection instead of answering
 
 
 class FaultFront:
@@ -73,8 +85,10 @@ class FaultFront:
 
     Each request goes to ``decide(method, path, body)``: ``None`` forwards it to the real server with
     ``requests`` (headers the client publishes passed through; the upstream's status, body and
-    content type returned), a ``(status, content_type, body)`` answers it here without forwarding.
-    ``log`` records ``(method, path, len(body), status, forwarded)`` of every request.
+    content type returned), a ``(status, content_type, body)`` answers it here without forwarding,
+    and ``LOSE`` forwards it and then closes the connection without a word (the server applied the
+    request; its answer is lost). ``log`` records ``(method, path, len(body), status, forwarded)``
+    of every request (status ``None`` for a lost answer).
     """
 
     def __init__(self, upstream: str, decide) -> None:
@@ -90,15 +104,19 @@ class FaultFront:
                 body = self.rfile.read(length) if length else b""
                 method = self.command
                 fake = front.decide(method, self.path, body)
-                if fake is None:
+                if fake is None or fake is LOSE:
                     headers = {h: self.headers[h] for h in _PASSED_HEADERS if self.headers.get(h)}
                     r = requests.request(method, front.upstream + self.path, data=body or None, headers=headers,
                                          timeout=60, allow_redirects=False)
                     status, ctype, content = r.status_code, r.headers.get("Content-Type", ""), r.content
                 else:
                     status, ctype, content = fake
+                forwarded = fake is None or fake is LOSE
                 with front._lock:
-                    front.log.append((method, self.path, len(body), status, fake is None))
+                    front.log.append((method, self.path, len(body), None if fake is LOSE else status, forwarded))
+                if fake is LOSE:
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 if ctype:
                     self.send_header("Content-Type", ctype)
@@ -150,24 +168,28 @@ HTML = "text/html; charset=utf-8"
 
 @pytest.mark.timeout(60)
 def test_drop_oldest_after_lost_answers_never_reuses_numbers_the_server_holds(
-        server, user, agent_name, direct_api, make_agent, tmp_path):
-    # Fault: FlakyProxy throws away every answer once switched on (the server applied the batch).
+        server, user, agent_name, direct_api, fault_front, make_agent, dead_server, tmp_path):
+    # Fault: a front that forwards every batch to the real server and then loses its answer (the
+    # connection closes without a word); logins and the probe go through. (FlakyProxy's
+    # drop_response_prob=1.0 would lose the probe's and the login's answers too, and a batch is
+    # retried as it was first read, so the 100 steps must all be queued before the first send.)
     direct_api.create_agent(agent_name)
     queue = tmp_path / "queue"
-    with FlakyProxy(upstream=server.url, seed=1) as proxy:
-        first = make_agent(At(proxy.url), agent_name, create=False, queue_dir=queue, durability="step")
-        first.step(obs_of(0, run=1), 0, 0.0, obs_of(1, run=1), False)
-        assert first.flush(timeout=30)  # logged in and probed while answers still got through
-        proxy.drop_response_prob = 1.0
-        for i in range(1, 100):
-            first.step(obs_of(i, run=1), i % 2, 0.0, obs_of(i + 1, run=1), False)
-        wait_for(lambda: direct_api.agent(agent_name)["steps_received"] >= 100, 30, message="100 steps on the server")
-        assert first.pending == 99  # the server has them all; this process never heard so
-        first.close(timeout=0.5)
+    offline = make_agent(dead_server, agent_name, create=False, queue_dir=queue, durability="step")
+    for i in range(100):
+        offline.step(obs_of(i, run=1), i % 2, 0.0, obs_of(i + 1, run=1), False)
+    offline.close(timeout=0.1)
 
-    # The next run: straight to the server, a budget far below what the old queue file measures.
+    front = fault_front(lambda method, path, body: LOSE if method == "POST" and path.endswith("/steps") else None)
+    lost, _ = reopen(make_agent, front, agent_name, queue, durability="step")
+    wait_for(lambda: direct_api.agent(agent_name)["steps_received"] >= 100, 30, message="100 steps on the server")
+    assert lost.pending == 100  # the server has them all; this process never heard so
+    lost.close(timeout=0.5)
+
+    # The next run: straight to the server, a budget far below what the old queue file measures, and
+    # small batches, so that most of the old steps are not in flight when step() looks for room.
     second, _ = reopen(make_agent, server, agent_name, queue, on_full="drop_oldest", max_pending_bytes=20_000,
-                       block_timeout=10, durability="step")
+                       block_timeout=10, durability="step", batch_size=10)
     for i in range(20):
         second.step(obs_of(i, run=2), i % 2, 0.0, obs_of(i + 1, run=2), False)
     assert second.flush(timeout=30), second.stats
