@@ -178,6 +178,10 @@ class Flusher(threading.Thread):
             batch = self.queue.read_batch(max_steps, self.max_bytes - 256) or batch
         if self.legacy is None:
             self._probe()
+        if self.legacy and len(batch.items) > 1:
+            batch = self.queue.read_batch(1, self.max_bytes - 256) or batch
+        if not self.queue.claim(batch):
+            return  # drop_oldest took some of it while we lingered or probed: read again
         if self.legacy:
             self._deliver_legacy(batch)
         else:
@@ -272,7 +276,6 @@ class Flusher(threading.Thread):
         producer = self.queue.producer_id
         head = b'{"producer_id":"%s","first_seq":%d,"steps":[' % (producer.encode(), batch.first_wire)
         body = head + b",".join(batch.items) + b"]}"
-        self.queue.mark_sent(batch.last_local)
         response = self._attempt("POST", self._path + "/steps", body)
         self.stats["online"] = True
         status = response.status
@@ -333,7 +336,6 @@ class Flusher(threading.Thread):
 
     def _deliver_legacy(self, batch: Batch) -> None:
         item = batch.items[0]
-        self.queue.mark_sent(batch.first_local)
         response = self._attempt("POST", self._path + "/step", b'{"step_data":' + item + b"}")
         self.stats["online"] = True
         if response.status in (413, 422):  # this one step can never be accepted

@@ -289,6 +289,8 @@ def encode_observation(obs: Any, size: Optional[int] = None) -> bytes:
 def _not_finite(v: Any) -> str:
     if type(v) is float and math.isnan(v):
         return "is not a number (NaN)"
+    if type(v) is int:
+        return f"is an integer beyond 64 bits ({v:.6g}), which JSON numbers here cannot carry"
     return f"is out of range ({v:.6g}): numbers must be finite and at most {MAX_MAGNITUDE:.4g} in magnitude (float32)"
 
 

@@ -207,15 +207,17 @@ class DiskQueue:
             # their numbers are taken for good; a new step given one would be skipped as removed.
             self.next_local = max(self.next_local, self.removed_ranges[-1][1])
         self.dead_letters = dead
-        self.in_flight_through = -1  # the last local the flusher may be sending now (see read_batch)
+        self.in_flight_through = -1  # the last local read_batch is reading now (drop_oldest keeps off)
         # The last local ever handed to the server, persisted before each send: the server may have
         # applied anything up to it without this process learning so (a lost answer, a kill), so
         # drop_oldest must never drop it, or later steps would take numbers the server already holds.
         self.sent_through: int = cache.get("meta.sent_through", -1)
         self.committed_through = self.next_local - 1
-        # Bytes of queued steps: exact for what this process writes; at open, diskcache's own
-        # measure of the disk in use stands in (reading every segment back would cost seconds).
-        self.pending_bytes = cache.volume() if keys else 0
+        # Bytes of queued steps: exact for what this process writes; at open, an estimate from the
+        # size of the last segment's steps (reading every segment back would cost seconds, and the
+        # database's size is mostly SQLite's own pages for a small backlog).
+        pending = self.committed_pending()
+        self.pending_bytes = int(pending * self.segments[-1][2] / max(1, self.segments[-1][1])) if keys else 0
         self._head_items: Optional[Tuple[int, List[bytes]]] = None  # decoded segment at the head
 
     def _fill(self, seg: List[Any]) -> List[bytes]:
@@ -355,23 +357,39 @@ class DiskQueue:
                 local += 1
             break
         with self.lock:
-            self.in_flight_through = first + len(items) - 1
+            # Released as soon as the batch is read: until claim() marks it sent (after the probe,
+            # the linger, perhaps a long outage), drop_oldest may still drop it, and claim() then
+            # tells the flusher to read again.
+            self.in_flight_through = -1
         if not items:
             return None
         return Batch(first, wire, items, segments[0][3] or 0.0)
 
-    def mark_sent(self, through_local: int) -> None:
-        """Record, durably and before the request goes out, that steps up to ``through_local`` are being sent."""
-        if through_local <= self.sent_through:
-            return
+    def claim(self, batch: Batch) -> bool:
+        """Mark ``batch`` as being sent, durably and before the request goes out; False if it went stale.
+
+        Stale means drop_oldest removed some of its steps since it was read (so its numbers on the
+        wire changed): the caller reads again. Once claimed, its steps are never dropped.
+        """
+        last = batch.last_local
         with self.lock:
-            self.sent_through = through_local
+            if batch.first_local <= self.consumed:
+                return False  # delivered meanwhile (a 409 rewind then an answer): read again
+            for start, end in self.removed_ranges:
+                if start <= last and end > batch.first_local:
+                    return False
+            if self.wire_seq(batch.first_local) != batch.first_wire:
+                return False
+            if last <= self.sent_through:
+                return True
+            self.sent_through = last
         try:
-            self._cache.set("meta.sent_through", through_local)
+            self._cache.set("meta.sent_through", last)
         except (OSError, sqlite3.Error) as exc:
             # A full disk must not stop the delivery that would free it: this process still knows
             # the mark; only a restart before the next successful write forgets it.
             logger.warning("could not record the steps being sent in %s: %s", self.directory, exc)
+        return True
 
     def mark_consumed(self, through_local: int) -> Tuple[int, int]:
         """Everything up to ``through_local`` is delivered: persist that and delete whole segments.

@@ -225,6 +225,27 @@ def test_reopened_queue_with_a_small_budget_is_not_stuck(down_server, user, agen
     assert indices(log, run=1) == list(range(100)) and indices(log, run=2) == list(range(100))
 
 
+@pytest.mark.timeout(60)
+def test_drop_oldest_on_a_reopened_queue_with_the_server_away(dead_server, agent_name, make_agent, tmp_path):
+    # Nothing of the backlog was ever sent: drop_oldest may drop it to make room, even though the
+    # flusher has read it and waits (probing the server) to send it. Before the fix that read
+    # kept the whole backlog from being dropped, and step() raised QueueFullError.
+    queue = tmp_path / "queue"
+    first = make_agent(dead_server, agent_name, create=False, queue_dir=queue, durability="step")
+    for i in range(300):
+        first.step(obs_of(i, run=1), i % 2, 0.0, obs_of(i + 1, run=1), False)
+    first.close(timeout=0.2)
+    second = make_agent(dead_server, agent_name, create=False, queue_dir=queue, durability="step",
+                        on_full="drop_oldest", max_pending_bytes=20_000, block_timeout=2)
+    time.sleep(0.3)  # the flusher has read the backlog and is probing the dead port
+    for i in range(300):
+        second.step(obs_of(i, run=2), i % 2, 0.0, obs_of(i + 1, run=2), False)
+    stats = second.stats
+    assert stats["dropped"] > 0
+    assert stats["bytes_pending"] <= 20_000
+    assert stats["pending"] == 600 - stats["dropped"]
+
+
 # --- 3. malformed answers never end the flusher -----------------------------------------------------------
 
 

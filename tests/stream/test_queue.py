@@ -58,7 +58,7 @@ def test_the_sent_mark_survives_reopen_and_protects_from_drop_oldest(tmp_path):
     for first in range(0, 100, 10):
         q.write_segment(first, items(first, 10), time.time())
     batch = q.read_batch(50, 10**6)
-    q.mark_sent(batch.last_local)  # sent; the answer never came back (the process was killed)
+    assert q.claim(batch)  # sent; the answer never came back (the process was killed)
     q.close()
 
     q = DiskQueue(tmp_path)
@@ -96,4 +96,21 @@ def test_batches_respect_steps_bytes_and_removed_steps_across_segments(tmp_path)
     q.mark_consumed(batch.last_local)
     batch = q.read_batch(1000, 10**6)
     assert (batch.first_local, batch.first_wire) == (41, 40) and batch.items == items(41, 59)
+    q.close()
+
+
+def test_a_batch_read_but_not_yet_sent_may_be_dropped_and_is_then_read_again(tmp_path):
+    # The server is away: the flusher holds a batch it read, waiting to send it. A full queue with
+    # on_full="drop_oldest" may still drop those steps; the flusher's claim then fails, and it
+    # reads what is left, numbered without a gap.
+    q = DiskQueue(tmp_path)
+    for first in range(0, 40, 10):
+        q.write_segment(first, items(first, 10), time.time())
+    batch = q.read_batch(1000, 10**6)
+    assert q.drop_oldest(q.consumed, 1)[0] == 10  # the oldest segment goes
+    assert not q.claim(batch)
+    batch = q.read_batch(1000, 10**6)
+    assert (batch.first_local, batch.first_wire, len(batch.items)) == (10, 0, 30)
+    assert q.claim(batch)
+    assert q.drop_oldest(q.consumed, 10**9)[0] == 0  # claimed: never dropped
     q.close()
