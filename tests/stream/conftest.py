@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import types
+
 import pytest
 import requests
 from support.api import Api, login
@@ -38,6 +41,25 @@ def make_agent(tmp_path, user):
                             headers={"Authorization": f"Bearer {login(server, *user)}"})
         except requests.RequestException:
             pass  # a private server that is already stopped
+
+
+@pytest.fixture
+def down_server(server_factory, user, agent_name, make_agent):
+    """A private server with the agent created, then stopped (``.start()`` brings it back)."""
+    srv = server_factory()
+    make_agent(srv, agent_name).close()
+    srv.stop(timeout=30)
+    return srv
+
+
+@pytest.fixture
+def dead_server():
+    """An address where nothing listens (a port just freed): for tests that never need the server back."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return types.SimpleNamespace(url=f"http://127.0.0.1:{port}")
 
 
 from agents_bar_stream.config import RetryPolicy  # noqa: E402

@@ -8,7 +8,6 @@ real one that forwards every request to it unchanged and replaces some answers.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,25 +28,6 @@ class At:
 
     def __init__(self, url: str) -> None:
         self.url = url
-
-
-@pytest.fixture
-def down_server(server_factory, user, agent_name, make_agent):
-    """A private server with the agent created, then stopped (as in test_limits.py)."""
-    srv = server_factory()
-    make_agent(srv, agent_name).close()
-    srv.stop(timeout=30)
-    return srv
-
-
-@pytest.fixture
-def dead_server():
-    """An address where nothing listens (a port just freed), as in test_limits.py."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return At(f"http://127.0.0.1:{port}")
 
 
 @pytest.fixture
