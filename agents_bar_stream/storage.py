@@ -149,7 +149,8 @@ class DiskQueue:
             if holder == str(os.getpid()):
                 raise QueueLockedError(
                     f"the queue {self.directory} is open by another RemoteAgent in this process; close() that one "
-                    "first, or give each agent its own queue_dir") from None
+                    "first (one closed while its last request was still in flight gives the queue back when "
+                    "that request ends), or give each agent its own queue_dir") from None
             raise QueueLockedError(
                 f"the queue {self.directory} is in use by another process{f' (pid {holder})' if holder else ''}; "
                 "give each process its own queue_dir") from None
@@ -382,13 +383,14 @@ class DiskQueue:
                 return False
             if last <= self.sent_through:
                 return True
-            self.sent_through = last
+            self.sent_through = last  # in memory at once: protected from drop_oldest from here on
         try:
             self._cache.set("meta.sent_through", last)
         except (OSError, sqlite3.Error) as exc:
-            # A full disk must not stop the delivery that would free it: this process still knows
-            # the mark; only a restart before the next successful write forgets it.
-            logger.warning("could not record the steps being sent in %s: %s", self.directory, exc)
+            # Not sent without the mark on disk: a restart would forget it, and drop_oldest could
+            # then drop steps the server holds. (A full disk cannot record deliveries either, so
+            # waiting costs no space.) The flusher backs off and tries again.
+            raise _storage_error("record the steps being sent in", self.directory, exc) from None
         return True
 
     def mark_consumed(self, through_local: int) -> Tuple[int, int]:

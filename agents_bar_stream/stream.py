@@ -277,7 +277,10 @@ class Stream:
             return self._pending_locked()
 
     def _pending_locked(self) -> int:
-        return self.queue.committed_pending() + len(self._buffer) + self._committing
+        # Both locks, across all three reads: the committer moves steps from _committing to the
+        # queue under the queue's lock, and from the buffer to _committing under _cond.
+        with self.queue.lock:
+            return self.queue.committed_pending() + len(self._buffer) + self._committing
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """True once every step queued before the call is acknowledged; False when ``timeout`` passes first."""

@@ -42,6 +42,7 @@ from agents_bar_stream.protocol import (
 )
 from agents_bar_stream.server import learner as learner_mod
 from agents_bar_stream.server.learner import (
+    AgentDeleted,
     AgentFailure,
     ConfigError,
     Learners,
@@ -54,7 +55,7 @@ from agents_bar_stream.server.security import (
     load_or_create_secret,
     verify_password,
 )
-from agents_bar_stream.server.store import AgentExists, AgentRow, SequenceGap, Store
+from agents_bar_stream.server.store import AgentExists, AgentRow, SequenceGap, Store, TooManyAgents
 
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
@@ -340,7 +341,7 @@ def create_app(
             return runtime
         try:
             return await run_in_threadpool(learners.get, row)
-        except LookupError:  # deleted while it was being built
+        except AgentDeleted:  # deleted while it was being built
             raise APIError(404, f"agent {row.name!r} not found") from None
         except RuntimeError as exc:  # shutting down
             raise APIError(503, str(exc), headers={"Retry-After": "1"}) from None
@@ -405,16 +406,17 @@ def create_app(
             config = validate_config(model, doc.get("config"))
         except ConfigError as exc:
             raise APIError(422, str(exc)) from None
-        if await run_in_threadpool(store.count_agents, user) >= MAX_AGENTS_PER_USER:
-            raise APIError(422, f"this account has {MAX_AGENTS_PER_USER} agents, the most it may have; delete one first")
         try:
             row = await run_in_threadpool(
                 lambda: store.create_agent(
-                    owner=user, name=name, model=model, description=description, config=config, is_active=is_active
+                    owner=user, name=name, model=model, description=description, config=config, is_active=is_active,
+                    max_per_owner=MAX_AGENTS_PER_USER,
                 )
             )
         except AgentExists:
             raise APIError(409, f"an agent named {name!r} already exists") from None
+        except TooManyAgents:
+            raise APIError(422, f"this account has {MAX_AGENTS_PER_USER} agents, the most it may have; delete one first") from None
         try:
             await run_in_threadpool(learners.get, row)
         except Exception as exc:

@@ -30,7 +30,7 @@ import torch
 from agents_bar_stream.protocol import is_discrete
 from agents_bar_stream.server.store import AgentRow, Store
 
-__all__ = ["AgentBusy", "AgentFailure", "AgentRuntime", "ConfigError", "Learners", "NetworkFormatError", "validate_config"]
+__all__ = ["AgentBusy", "AgentDeleted", "AgentFailure", "AgentRuntime", "ConfigError", "Learners", "NetworkFormatError", "validate_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,10 @@ MAX_ACTION_SIZE = 1024
 # What one ~150-byte create may cost. Weights of one network (a 1024-wide rainbow with 201 atoms
 # and 1024 actions would be ~210M parameters, 4 GB with its target net and optimizer):
 MAX_NETWORK_PARAMETERS = 4_000_000
-# Multiply-adds of one learning step (batch x parameters x updates): a learning step runs under the
-# agent's lock, which act() waits for, so it must stay well under a second on one core.
-MAX_UPDATE_COST = 4_000_000_000
+# Multiply-adds of one learning step (weights x samples x updates): a learning step runs under the
+# agent's lock, which act() waits for, so it must stay within a few seconds on one core. A PPO
+# of Humanoid's size (376 inputs, 256x256, rollouts of 2048, 10 updates) is ~7e9.
+MAX_UPDATE_COST = 20_000_000_000
 # Numbers a full replay buffer may hold. It only fills as steps arrive, so this guards against a
 # config that could never fit (ai-traineree keeps them as Python floats, ~32 bytes each), while
 # the library's defaults for usual observation sizes (DDPG: 10^6 steps of up to ~120 numbers) pass.
@@ -73,6 +74,10 @@ class ConfigError(ValueError):
 
 class AgentFailure(RuntimeError):
     """The agent itself failed (e.g. diverged weights); not the caller's fault."""
+
+
+class AgentDeleted(LookupError):
+    """The agent was deleted while it was being built."""
 
 
 class AgentBusy(AgentFailure):
@@ -216,14 +221,20 @@ def _check_cost(model: str, config: Mapping[str, Any]) -> None:
         raise ConfigError(f"the network would have ~{params:,} weights, over the limit of {MAX_NETWORK_PARAMETERS:,}; "
                           "use fewer or narrower hidden_layers (or fewer num_atoms)")
     if model == "ppo":
+        # ai-traineree's PPO learns from the whole rollout in minibatches, every epoch: the batch
+        # size only slices it.
+        samples = config.get("rollout_length", 48)
         updates = max(config.get("actor_number_updates", 10), config.get("critic_number_updates", 10))
         updates *= config.get("num_epochs", 1)
+        what = "weights x rollout_length x updates x num_epochs"
     else:
+        samples = config.get("batch_size", _DEFAULT_BATCH[model])
         updates = config.get("number_updates", 1)
-    cost = params * config.get("batch_size", _DEFAULT_BATCH[model]) * updates
+        what = "weights x batch_size x number_updates"
+    cost = params * samples * updates
     if cost > MAX_UPDATE_COST:
-        raise ConfigError(f"one learning step would cost ~{cost:.2g} multiply-adds (weights x batch_size x updates), "
-                          f"over the limit of {MAX_UPDATE_COST:.2g}; lower batch_size, the number of updates or the network")
+        raise ConfigError(f"one learning step would cost ~{cost:.2g} multiply-adds ({what}), over the limit of "
+                          f"{MAX_UPDATE_COST:.2g}; learn from fewer samples, with fewer updates or a smaller network")
     if model != "ppo":
         per_step = 2 * config["obs_size"] + config["action_size"] + 2
         buffer = config.get("buffer_size", _DEFAULT_BUFFER[model])
@@ -603,7 +614,7 @@ class Learners:
                     runtime.delete_files()
                 if self._closed:
                     raise RuntimeError("server is shutting down")
-                raise LookupError(f"agent {row.id} was deleted")
+                raise AgentDeleted(f"agent {row.id} was deleted")
             gc.freeze()  # the agent's modules and network are long-lived: see runner.py
             runtime.start()
             return runtime

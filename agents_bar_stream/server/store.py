@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["AgentExists", "AgentRow", "SequenceGap", "Store"]
+__all__ = ["AgentExists", "AgentRow", "SequenceGap", "Store", "TooManyAgents"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,10 @@ _STEP_FIELDS = ("obs", "action", "reward", "next_obs", "done")
 
 class AgentExists(Exception):
     """The owner already has an agent with this name."""
+
+
+class TooManyAgents(Exception):
+    """The owner has as many agents as it may."""
 
 
 class SequenceGap(Exception):
@@ -237,11 +241,18 @@ class Store:
     # -- agents -------------------------------------------------------------------------------
 
     def create_agent(
-        self, *, owner: str, name: str, model: str, description: str | None, config: dict[str, Any], is_active: bool
+        self, *, owner: str, name: str, model: str, description: str | None, config: dict[str, Any], is_active: bool,
+        max_per_owner: int | None = None,
     ) -> AgentRow:
-        """Insert a new agent; raises :class:`AgentExists` when the owner already has the name."""
+        """Insert a new agent; raises :class:`AgentExists` when the owner already has the name and
+        :class:`TooManyAgents` when it already has ``max_per_owner`` agents (checked in the same
+        transaction, so that creates racing each other cannot pass the limit together)."""
 
         def tx(conn: sqlite3.Connection) -> AgentRow:
+            if max_per_owner is not None:
+                (count,) = conn.execute("SELECT COUNT(*) FROM agents WHERE owner = ?", (owner,)).fetchone()
+                if count >= max_per_owner:
+                    raise TooManyAgents(owner)
             try:
                 cur = conn.execute(
                     "INSERT INTO agents (owner, name, model, description, config, is_active, created_at) "
@@ -278,9 +289,6 @@ class Store:
                 .fetchall()
             )
         return [_agent(r) for r in rows]
-
-    def count_agents(self, owner: str) -> int:
-        return int(self._reader().execute("SELECT COUNT(*) FROM agents WHERE owner = ?", (owner,)).fetchone()[0])
 
     def delete_agent(self, agent_id: int) -> bool:
         """Delete the agent, its producers and its log in one transaction."""

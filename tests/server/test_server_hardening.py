@@ -80,8 +80,10 @@ def test_snapshot_with_non_finite_weights_is_refused(api: Api, agent_name):
          "learning step"),
         ("ddpg", {"obs_size": 4096, "action_size": 8}, "buffer_size"),
         ("ppo", {"obs_size": 4, "action_size": 2, "batch_size": 1, "rollout_length": 1}, "at least 2"),
+        # PPO learns from the whole rollout each time, whatever its batch_size
+        ("ppo", {"obs_size": 64, "action_size": 8, "rollout_length": 100_000, "batch_size": 64}, "rollout_length"),
     ],
-    ids=["huge-network", "huge-update", "huge-buffer", "ppo-batch-of-one"],
+    ids=["huge-network", "huge-update", "huge-buffer", "ppo-batch-of-one", "ppo-huge-rollout"],
 )
 def test_configs_that_would_take_over_the_server_are_refused(api: Api, agent_name, model, config, words):
     started = time.monotonic()
@@ -90,6 +92,21 @@ def test_configs_that_would_take_over_the_server_are_refused(api: Api, agent_nam
     assert words in resp.json()["detail"]
     assert time.monotonic() - started < 10  # refused by arithmetic, not by trying to build it
     assert api.get(f"/agents/{agent_name}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "model, config",
+    [
+        ("ddpg", {"obs_size": 33, "action_size": 4}),  # Reacher, the library's defaults (a 10^6 buffer)
+        ("ppo", {"obs_size": 376, "action_size": 17, "hidden_layers": [256, 256], "rollout_length": 2048,
+                 "batch_size": 64}),  # Humanoid-sized
+        ("dqn", {"obs_size": 8, "action_size": 4, "hidden_layers": [256, 256], "batch_size": 128}),  # LunarLander
+        ("rainbow", {"obs_size": 128, "action_size": 18}),  # Atari RAM, the library's defaults
+    ],
+    ids=["ddpg-reacher", "ppo-humanoid", "dqn-lunarlander", "rainbow-atari-ram"],
+)
+def test_usual_configs_pass_the_limits(api: Api, agent_name, model, config):
+    api.create_agent(agent_name, model, **config)
 
 
 def test_a_client_leaving_mid_body_is_not_a_server_error(server, token):
