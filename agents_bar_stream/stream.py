@@ -101,7 +101,11 @@ class Stream:
         self.block_timeout = block_timeout
         self.close_timeout = close_timeout
         self._encoder = StepEncoder(obs_size=obs_size, action_size=action_size, discrete=discrete)
-        self._cond = threading.Condition(threading.Lock())
+        # step() takes the bare lock (a C-level `with`, ~0.1 µs cheaper than the Condition's
+        # Python-level one); waits and notifications go through the Condition over the same lock.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self.forked = False  # set in a child process after fork(): this stream belongs to the parent
         self._buffer: List[bytes] = []
         self._buffer_first = self.queue.next_local
         self._buffer_time = 0.0
@@ -158,7 +162,7 @@ class Stream:
     # --- step() ------------------------------------------------------------------------------------
 
     def put(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any) -> bool:
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise ClosedError(f"the stream of {self.agent_name!r} is closed")
             if self._storage_error is not None:
@@ -361,6 +365,7 @@ class Stream:
     def _abandon_in_child(self) -> None:
         """After fork, in the child: forget the parent's threads and lock without touching them."""
         self._closed = True
+        self.forked = True
         self.queue._release_lock()
 
 
