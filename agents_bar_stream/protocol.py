@@ -219,9 +219,11 @@ class StepEncoder:
         except TypeError:  # orjson's JSONEncodeError: an integer beyond 64 bits
             raise InvalidStepError(_which_non_finite(obs_v, action_v, reward, next_v)) from None
         # orjson writes NaN and infinities as null, and no other value here can become null; it
-        # writes a float of 1e16 or more with "e+". Two substring tests at C speed therefore clear
-        # every number of an ordinary step; only a step with a huge value is looked at closely.
-        if b"null" in data or (b"e+" in data and not _all_in_range(obs_v, action_v, reward, next_v)):
+        # writes a float of 1e16 or more with "e+". Two substring searches at C speed therefore
+        # clear every number of an ordinary step; only a step with a huge value is looked at
+        # closely. (find(), not `in`: bytes.__contains__ first tries its argument as an integer
+        # and pays for a TypeError each time.)
+        if data.find(b"null") >= 0 or (data.find(b"e+") >= 0 and not _all_in_range(obs_v, action_v, reward, next_v)):
             raise InvalidStepError(_which_non_finite(obs_v, action_v, reward, next_v))
         if not obs_v and size == 0:
             raise InvalidStepError("obs must not be empty")
@@ -238,6 +240,8 @@ class StepEncoder:
     def _action(self, action: Any) -> "tuple[list, bool]":
         """The wire action and whether it is discrete; changes nothing on self."""
         discrete = self.discrete
+        if discrete and type(action) is int and 0 <= action and (self.action_size is None or action < self.action_size):
+            return [action], True  # the usual discrete step, without the general checks below
         if discrete is None:
             # The model is unknown: an integer (or [integer]) means a discrete agent; the first step decides.
             t = type(action)
@@ -281,7 +285,7 @@ def encode_observation(obs: Any, size: Optional[int] = None) -> bytes:
         data = orjson.dumps(vec)
     except TypeError:  # an integer beyond 64 bits
         raise InvalidStepError(_which_non_finite(vec, [], 0.0, [])) from None
-    if b"null" in data or (b"e+" in data and not _all_in_range(vec, [], 0.0, [])):
+    if data.find(b"null") >= 0 or (data.find(b"e+") >= 0 and not _all_in_range(vec, [], 0.0, [])):
         raise InvalidStepError(_which_non_finite(vec, [], 0.0, []))
     return data
 
