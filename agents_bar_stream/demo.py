@@ -57,7 +57,10 @@ EPS_START, EPS_END, EPS_DECAY = 1.0, 0.01, 0.98  # epsilon of episode k: max(END
 MAX_LEARN_LAG = 50
 INFO_EVERY = 25  # env steps between looks at the server's counters
 ACT_TIMEOUT = 0.25  # seconds; over the flaky link act() falls back to a random action after this
-OFFLINE_HOLD = 1.0  # seconds the loop acts locally after a fallback, instead of probing every step
+# After a fallback the loop acts locally for a while instead of paying act_timeout on every step:
+# 0.1 s after the first, doubling with each fallback in a row up to 2 s. A passing stall of the
+# link then costs a few dozen random steps, not whole good episodes; an outage, a probe now and then.
+OFFLINE_HOLD_MIN, OFFLINE_HOLD_MAX = 0.1, 2.0
 OUTAGE_SECONDS = 10.0
 # The environment's control period: a real system steps at its own rate whatever the network does.
 # Without it a loop acting locally (the link down) would race through a simulated CartPole at
@@ -314,6 +317,7 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
     offline_until = 0.0
     outage_open = False
     fallbacks_seen = 0
+    hold = OFFLINE_HOLD_MIN
     next_tick = time.monotonic()
     try:
         obs, _ = env.reset(seed=seed)
@@ -341,7 +345,10 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
                     fallbacks = agent.stats["act_fallbacks"]
                     if fallbacks != fallbacks_seen:
                         fallbacks_seen = fallbacks
-                        offline_until = time.monotonic() + OFFLINE_HOLD
+                        offline_until = time.monotonic() + hold
+                        hold = min(OFFLINE_HOLD_MAX, hold * 2)
+                    else:
+                        hold = OFFLINE_HOLD_MIN
                 next_obs, reward, terminated, truncated, _ = env.step(action)
                 done = bool(terminated or truncated)
                 t0 = time.perf_counter()
