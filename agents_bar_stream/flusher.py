@@ -328,9 +328,12 @@ class Flusher(threading.Thread):
         self.on_progress(0, 0)
 
     def _consumed(self, through_local: int) -> None:
-        consumed, freed = self.queue.mark_consumed(through_local)
-        self.stats["delivered"] += consumed
+        consumed, freed = self.queue.mark_consumed(through_local, then=self._count_delivered)
         self.on_progress(consumed, freed)
+
+    def _count_delivered(self, n: int) -> None:
+        # Counted with the consumed mark: once flush() returns True, stats["delivered"] says so too.
+        self.stats["delivered"] += n
 
     # --- Part 1 only: one step at a time -----------------------------------------------------------------
 

@@ -393,9 +393,11 @@ class DiskQueue:
             raise _storage_error("record the steps being sent in", self.directory, exc) from None
         return True
 
-    def mark_consumed(self, through_local: int) -> Tuple[int, int]:
+    def mark_consumed(self, through_local: int, then: Optional[Callable[[int], None]] = None) -> Tuple[int, int]:
         """Everything up to ``through_local`` is delivered: persist that and delete whole segments.
 
+        ``then(steps consumed now)`` runs in the critical section that moves the consumed mark, so
+        that whoever reads the mark under this lock (flush()) also sees what ``then`` counted.
         Returns (steps consumed now, bytes freed).
         """
         with self.lock:
@@ -425,6 +427,8 @@ class DiskQueue:
             if self._head_items is not None and any(s[0] == self._head_items[0] for s in doomed):
                 self._head_items = None
             consumed_now = before - self.committed_pending()
+            if then is not None:
+                then(consumed_now)
         try:
             with self._cache.transact():
                 self._cache.set("meta.consumed", through_local)

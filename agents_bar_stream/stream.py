@@ -297,8 +297,9 @@ class Stream:
         self._flusher.hurry.set()
         with self._cond:
             while True:
-                if self.queue.consumed >= target or self._pending_locked() == 0:
-                    return True
+                with self.queue.lock:  # the consumed mark and the delivered count move together
+                    if self.queue.consumed >= target or self._pending_locked() == 0:
+                        return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False

@@ -143,3 +143,21 @@ class proxy_server:  # noqa: N801 - reads like the server fixture it stands in f
 
     def __init__(self, proxy):
         self.url = proxy.url
+
+
+@pytest.mark.timeout(120)
+def test_counters_agree_with_pending_and_flush(server, user, agent_name, make_agent):
+    # Once pending reads 0 or flush() says everything is acknowledged, the counters say so too:
+    # the demo once read stats["delivered"] one batch short right after a flush() that had
+    # returned True (the consumed mark moved first, the count a disk write later).
+    agent = make_agent(server, agent_name)
+    for i in range(100):
+        agent.step(obs_of(i), i % 2, 0.0, obs_of(i + 1), False)
+        if i % 2:
+            assert agent.flush(timeout=30)
+        else:
+            deadline = time.monotonic() + 30
+            while agent.pending and time.monotonic() < deadline:
+                pass  # a tight poll, as a progress display would do
+        stats = agent.stats
+        assert (stats["delivered"], stats["pending"]) == (i + 1, 0), i
