@@ -320,8 +320,7 @@ class Flusher(threading.Thread):
 
     def _dead_letter(self, batch: Batch, index: int, status: int, detail: str) -> None:
         local = batch.first_local + index
-        self.queue.dead_letter(local, batch.items[index], status, detail)
-        self.stats["dead_lettered"] += 1
+        self.queue.dead_letter(local, batch.items[index], status, detail, then=self._count_dead_letter)
         self._cap = None
         logger.error("the server refused step %d of agent %r for good (%d: %s); moved it to the dead-letter store "
                      "in %s", local, self.agent_name, status, detail, self.queue.directory)
@@ -330,6 +329,9 @@ class Flusher(threading.Thread):
     def _consumed(self, through_local: int) -> None:
         consumed, freed = self.queue.mark_consumed(through_local, then=self._count_delivered)
         self.on_progress(consumed, freed)
+
+    def _count_dead_letter(self) -> None:
+        self.stats["dead_lettered"] += 1
 
     def _count_delivered(self, n: int) -> None:
         # Counted with the consumed mark: once flush() returns True, stats["delivered"] says so too.

@@ -71,6 +71,17 @@ _SETTINGS = {
 }
 
 
+def _with_range(ranges: List[List[int]], start: int, end: int) -> List[List[int]]:
+    """A new sorted list of disjoint [start, end) ranges: ``ranges`` plus [start, end), merged."""
+    merged: List[List[int]] = []
+    for r in sorted([*ranges, [start, end]]):
+        if merged and merged[-1][1] >= r[0]:
+            merged[-1] = [merged[-1][0], max(merged[-1][1], r[1])]
+        else:
+            merged.append(list(r))
+    return merged
+
+
 def _close_fd(fd: int) -> None:
     try:
         os.close(fd)
@@ -125,6 +136,9 @@ class DiskQueue:
             self._release_lock()
             raise _storage_error("open", self.directory, exc) from None
         self.lock = threading.RLock()
+        # Held around every change of the removed ranges together with its write to disk, so that
+        # those writes land in the order of the changes (the flusher's and drop_oldest's race).
+        self._meta_lock = threading.Lock()
         self._load(service_url, agent_name)
 
     # --- opening --------------------------------------------------------------------------------
@@ -400,6 +414,10 @@ class DiskQueue:
         that whoever reads the mark under this lock (flush()) also sees what ``then`` counted.
         Returns (steps consumed now, bytes freed).
         """
+        with self._meta_lock:
+            return self._mark_consumed(through_local, then)
+
+    def _mark_consumed(self, through_local: int, then: Optional[Callable[[int], None]]) -> Tuple[int, int]:
         with self.lock:
             if through_local <= self.consumed:
                 return 0, 0
@@ -441,20 +459,31 @@ class DiskQueue:
             logger.warning("could not record delivery in %s: %s", self.directory, exc)
         return consumed_now, freed
 
-    def dead_letter(self, local: int, item: bytes, status: int, detail: str) -> None:
-        """Move step ``local`` (the oldest unconsumed) to the dead-letter store, with the server's reason."""
+    def dead_letter(self, local: int, item: bytes, status: int, detail: str,
+                    then: Optional[Callable[[], None]] = None) -> None:
+        """Move step ``local`` (the oldest unconsumed) to the dead-letter store, with the server's reason.
+
+        ``then()`` runs in the critical section that removes the step from the pending count.
+        """
         record = orjson.dumps({"seq": local, "status": status, "detail": detail, "time": time.time(),
                                "step": orjson.Fragment(item)})
-        with self.lock:
-            self._add_removed(local, local + 1)
-            removed_meta = orjson.dumps([self.removed_before, self.removed_ranges])
-            self.dead_letters += 1
-        try:
-            with self._cache.transact():
-                self._cache.set(f"dead.{local:020d}", record)
-                self._cache.set("meta.removed", removed_meta)
-        except (OSError, sqlite3.Error) as exc:
-            raise _storage_error("write a dead letter to", self.directory, exc) from None
+        with self._meta_lock:
+            with self.lock:
+                ranges = _with_range(self.removed_ranges, local, local + 1)
+                removed_meta = orjson.dumps([self.removed_before, ranges])
+            # On disk first: if the write fails, the step stays where it was, to be sent (and
+            # refused) again, rather than gone from this process's numbering but not from the disk's.
+            try:
+                with self._cache.transact():
+                    self._cache.set(f"dead.{local:020d}", record)
+                    self._cache.set("meta.removed", removed_meta)
+            except (OSError, sqlite3.Error) as exc:
+                raise _storage_error("write a dead letter to", self.directory, exc) from None
+            with self.lock:
+                self.removed_ranges = ranges
+                self.dead_letters += 1
+                if then is not None:
+                    then()
 
     def drop_oldest(self, after_local: int, need_bytes: int) -> Tuple[int, int]:
         """Remove whole committed segments that start after ``after_local`` until ``need_bytes`` are free.
@@ -462,47 +491,45 @@ class DiskQueue:
         Returns (steps dropped, bytes freed). Dropped steps never reach the server; numbering on the
         wire stays gapless.
         """
-        dropped = freed = 0
-        with self.lock:
-            doomed = []
-            for seg in self.segments:
-                if freed >= need_bytes:
-                    break
-                if seg[0] <= max(after_local, self.consumed, self.in_flight_through, self.sent_through):
-                    continue
-                if seg[1] is None:
-                    self._fill(seg)
-                doomed.append(seg)
-                freed += seg[2]
-            for seg in doomed:
-                self.segments.remove(seg)
-                self._add_removed(seg[0], seg[0] + seg[1])
-                dropped += seg[1]
-                if self._head_items is not None and self._head_items[0] == seg[0]:
-                    self._head_items = None
-            self.pending_bytes = max(0, self.pending_bytes - freed)
-            removed_meta = orjson.dumps([self.removed_before, self.removed_ranges])
-        if doomed:
+        with self._meta_lock:
+            dropped = freed = 0
+            with self.lock:
+                doomed = []
+                for seg in self.segments:
+                    if freed >= need_bytes:
+                        break
+                    if seg[0] <= max(after_local, self.consumed, self.in_flight_through, self.sent_through):
+                        continue
+                    if seg[1] is None:
+                        self._fill(seg)
+                    doomed.append(seg)
+                    freed += seg[2]
+                if not doomed:
+                    return 0, 0
+                # In memory first, so that the flusher never reads what is being dropped; put back
+                # below if the disk refuses.
+                old_ranges, old_bytes = self.removed_ranges, self.pending_bytes
+                ranges = old_ranges
+                for seg in doomed:
+                    self.segments.remove(seg)
+                    ranges = _with_range(ranges, seg[0], seg[0] + seg[1])
+                    dropped += seg[1]
+                    if self._head_items is not None and self._head_items[0] == seg[0]:
+                        self._head_items = None
+                self.removed_ranges = ranges
+                self.pending_bytes = max(0, self.pending_bytes - freed)
+                removed_meta = orjson.dumps([self.removed_before, ranges])
             try:
                 with self._cache.transact():
                     self._cache.set("meta.removed", removed_meta)
                     for seg in doomed:
                         self._cache.delete(seg[0])
             except (OSError, sqlite3.Error) as exc:
+                with self.lock:
+                    self.removed_ranges, self.pending_bytes = old_ranges, old_bytes
+                    self.segments = deque(sorted([*self.segments, *doomed], key=lambda s: s[0]))
                 raise _storage_error("drop from", self.directory, exc) from None
-        return dropped, freed
-
-    def _add_removed(self, start: int, end: int) -> None:
-        ranges = self.removed_ranges
-        ranges.append([start, end])
-        ranges.sort()
-        merged: List[List[int]] = []
-        for r in ranges:
-            if merged and merged[-1][1] >= r[0]:
-                merged[-1][1] = max(merged[-1][1], r[1])
-            else:
-                merged.append(r)
-        self.removed_ranges = merged
+            return dropped, freed
 
     def rewind_or_shift(self, expected_wire: int, head_local: int) -> bool:
         """The server expects ``expected_wire`` (409). Resend from there if we still hold it (True);
