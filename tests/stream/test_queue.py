@@ -16,10 +16,16 @@ def items(first: int, count: int) -> list:
     return [b'{"i":%d}' % i for i in range(first, first + count)]
 
 
-def test_numbers_taken_by_dropped_steps_are_not_reused_after_reopen(tmp_path):
-    q = DiskQueue(tmp_path)
-    for first in (0, 10, 20):
+def queue_of(directory, steps: int) -> DiskQueue:
+    """A queue holding steps 0 .. steps-1 in segments of 10, as ten group commits would leave them."""
+    q = DiskQueue(directory)
+    for first in range(0, steps, 10):
         q.write_segment(first, items(first, 10), time.time())
+    return q
+
+
+def test_numbers_taken_by_dropped_steps_are_not_reused_after_reopen(tmp_path):
+    q = queue_of(tmp_path, 30)
     batch = q.read_batch(10, 10**6)
     q.mark_consumed(batch.last_local)
     assert q.drop_oldest(q.consumed, 10**9)[0] == 20  # the queue was full: everything after 9 dropped
@@ -54,9 +60,7 @@ def test_a_rewind_into_a_partly_delivered_segment_keeps_the_numbering(tmp_path):
 
 
 def test_the_sent_mark_survives_reopen_and_protects_from_drop_oldest(tmp_path):
-    q = DiskQueue(tmp_path)
-    for first in range(0, 100, 10):
-        q.write_segment(first, items(first, 10), time.time())
+    q = queue_of(tmp_path, 100)
     batch = q.read_batch(50, 10**6)
     assert q.claim(batch)  # sent; the answer never came back (the process was killed)
     q.close()
@@ -80,9 +84,7 @@ def test_a_queue_dropped_without_close_gives_its_lock_back(tmp_path):
 
 
 def test_batches_respect_steps_bytes_and_removed_steps_across_segments(tmp_path):
-    q = DiskQueue(tmp_path)
-    for first in range(0, 100, 10):
-        q.write_segment(first, items(first, 10), time.time())
+    q = queue_of(tmp_path, 100)
     size = len(items(25, 1)[0]) + 1  # items 10-99 are 8 bytes, plus a separator each
     batch = q.read_batch(25, 10**6)
     assert (batch.first_local, batch.last_local) == (0, 24) and batch.items == items(0, 25)
@@ -103,9 +105,7 @@ def test_a_batch_read_but_not_yet_sent_may_be_dropped_and_is_then_read_again(tmp
     # The server is away: the flusher holds a batch it read, waiting to send it. A full queue with
     # on_full="drop_oldest" may still drop those steps; the flusher's claim then fails, and it
     # reads what is left, numbered without a gap.
-    q = DiskQueue(tmp_path)
-    for first in range(0, 40, 10):
-        q.write_segment(first, items(first, 10), time.time())
+    q = queue_of(tmp_path, 40)
     batch = q.read_batch(1000, 10**6)
     assert q.drop_oldest(q.consumed, 1)[0] == 10  # the oldest segment goes
     assert not q.claim(batch)
