@@ -21,6 +21,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SUPPORTED_MODELS",
     "StepEncoder",
+    "check_numbers",
     "encode_observation",
     "StepInvalid",
     "is_valid_agent_name",
@@ -64,7 +65,8 @@ def is_discrete(model: str) -> bool:
     return model.lower() in DISCRETE_MODELS
 
 
-def _check_vector(name: str, value: Any, size: Optional[int]) -> None:
+def check_numbers(name: str, value: Any, size: Optional[int]) -> None:
+    """Check a wire vector: a list of ``size`` (when given) JSON numbers within MAX_MAGNITUDE."""
     if type(value) is not list:
         raise StepInvalid(f"{name} must be a list of numbers, got {type(value).__name__}")
     if size is not None and len(value) != size:
@@ -98,8 +100,8 @@ def validate_step(
     for key in ("obs", "action", "reward", "next_obs", "done"):
         if key not in step:
             raise StepInvalid(f"step is missing '{key}'")
-    _check_vector("obs", step["obs"], obs_size)
-    _check_vector("next_obs", step["next_obs"], obs_size)
+    check_numbers("obs", step["obs"], obs_size)
+    check_numbers("next_obs", step["next_obs"], obs_size)
     action = step["action"]
     if discrete:
         if type(action) is not list or len(action) != 1 or type(action[0]) is not int:
@@ -107,7 +109,7 @@ def validate_step(
         if action_size is not None and not 0 <= action[0] < action_size:
             raise StepInvalid(f"action {action[0]} is out of range [0, {action_size})")
     else:
-        _check_vector("action", action, action_size if discrete is not None else None)
+        check_numbers("action", action, action_size if discrete is not None else None)
     reward = step["reward"]
     if type(reward) is float:
         if not -MAX_MAGNITUDE <= reward <= MAX_MAGNITUDE:

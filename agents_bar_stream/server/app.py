@@ -31,10 +31,10 @@ from starlette.responses import Response
 
 from agents_bar_stream.protocol import (
     API_PREFIX,
-    MAX_MAGNITUDE,
     PROTOCOL_VERSION,
     SUPPORTED_MODELS,
     StepInvalid,
+    check_numbers,
     is_discrete,
     is_valid_agent_name,
     is_valid_producer_id,
@@ -200,17 +200,10 @@ def _b64decode(field: str, value: Any) -> bytes:
 
 
 def _check_obs(value: Any, size: int) -> list:
-    if type(value) is not list:
-        raise APIError(422, f"the observation must be a JSON list of {size} numbers, got {type(value).__name__}")
-    if len(value) != size:
-        raise APIError(422, f"the observation must have {size} numbers, got {len(value)}")
-    for i, v in enumerate(value):
-        t = type(v)
-        if t is float:
-            if not -MAX_MAGNITUDE <= v <= MAX_MAGNITUDE:  # also false for NaN
-                raise APIError(422, f"observation[{i}] is not finite or beyond float32's range (|x| <= {MAX_MAGNITUDE:.4g})")
-        elif t is not int:
-            raise APIError(422, f"observation[{i}] must be a number, got {t.__name__}")
+    try:
+        check_numbers("observation", value, size)  # the same rule as for the steps
+    except StepInvalid as exc:
+        raise APIError(422, str(exc)) from None
     return value
 
 
