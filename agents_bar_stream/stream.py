@@ -62,16 +62,18 @@ def validate_stream_options(options: Dict[str, Any]) -> None:
         raise ConfigurationError(f"queue_dir must be a path, got {type(qd).__name__}")
 
 
-_COUNTERS = ("enqueued", "delivered", "duplicates", "retries", "dead_lettered", "dropped", "sequence_lost")
+def _fresh_counters() -> Dict[str, Any]:
+    """What the flusher and step() count and report, before anything happened."""
+    out: Dict[str, Any] = dict.fromkeys(
+        ("enqueued", "delivered", "duplicates", "retries", "dead_lettered", "dropped", "sequence_lost"), 0)
+    out.update({"last_error": None, "online": None, "mode": None})
+    return out
 
 
 def idle_stats(durability: str) -> Dict[str, Any]:
     """What ``RemoteAgent.stats`` holds for the queue before it is opened: every key, nothing counted."""
-    out: Dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
-    out.update({"last_error": None, "online": None, "mode": None, "pending": 0, "bytes_pending": 0,
-                "oldest_pending_age": None, "queue_dir": None, "producer_id": None, "durability": durability,
-                "storage_error": None})
-    return out
+    return {**_fresh_counters(), "pending": 0, "bytes_pending": 0, "oldest_pending_age": None, "queue_dir": None,
+            "producer_id": None, "durability": durability, "storage_error": None}
 
 
 # Streams alive in this process, for the fork and exit hooks (weak: an agent that is garbage
@@ -119,8 +121,7 @@ class Stream:
         self._closed = False
         self._started = False
         self.left_at_close = 0  # steps still queued when close() returned
-        self.stats_counters: Dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
-        self.stats_counters.update({"last_error": None, "online": None, "mode": None})
+        self.stats_counters = _fresh_counters()
         self._flusher = Flusher(self.queue, client, agent.agent_name, batch_size=batch_size,
                                 flush_interval=flush_interval, policy=retry_policy,
                                 on_progress=self._on_progress, stats=self.stats_counters)
