@@ -289,8 +289,15 @@ class Flusher(threading.Thread):
             self._cap = None
         elif status == 409:
             expected = int(response.json().get("expected_seq", 0))
-            if self.queue.rewind_or_shift(expected, batch.first_local):
+            outcome, missing = self.queue.rewind_or_shift(expected, batch.first_local)
+            if outcome == "rewound":
                 logger.info("server expects seq %d of %r; resending from there", expected, self.agent_name)
+            elif outcome == "damaged":
+                self.stats["damaged_steps"] += missing
+                self.stats["last_error"] = f"{missing} steps of a damaged segment never reached the server"
+                logger.error("%d steps of agent %r were in a queue segment that failed its check (see "
+                             "stats['damaged']) and the server does not have them: they are lost; the stream "
+                             "goes on after them from seq %d", missing, self.agent_name, expected)
             else:
                 self.stats["sequence_lost"] += 1
                 self.stats["last_error"] = f"server expects seq {expected}, which this client already deleted"

@@ -11,15 +11,24 @@ Layout of one queue directory::
 Why segments: one SQLite transaction per step costs ~90 us, far more than a step() may take. With
 ``durability="batch"`` steps collect in memory and a committer thread writes them as one segment
 every ``commit_interval``; with ``"step"`` each step is its own segment, committed before step()
-returns. Values are orjson bytes joined by newlines, behind a 12-byte header (time, count);
-diskcache stores bytes as they are, never pickled. Nothing is ever evicted and nothing is deleted
-on read: a segment is deleted only after the server acknowledged every step in it.
+returns. Values are orjson bytes joined by newlines behind a header with a CRC-32
+(:mod:`agents_bar_stream.segment`); diskcache stores bytes as they are, never pickled. Nothing is
+ever evicted and nothing is deleted on read: a segment is deleted only after the server
+acknowledged every step in it.
 
 Sequence numbers: every step gets the next *local* number L at step() time (persisted: it is
 derived from the segments and the consumed mark, never from diskcache's own keys). The number on
 the wire is L minus the steps removed without delivery before it (dead letters, drop_oldest) minus
 a shift (a resync with a server that lost data), so the server always sees 0, 1, 2, ... with no gap.
 Only committed steps are ever sent, so a number the server has seen is never given to another step.
+
+Damage: ``QUEUE_DIR/queue.json`` names the producer outside the database, so a database that was
+emptied or lost is noticed. What fails its check is never read as empty and never renumbered: a
+segment that fails is copied to ``QUEUE_DIR/damaged/`` and its range of numbers is *damaged*, held
+on the wire until the server says whether it has those steps (a 409 below them: they are lost, and
+the stream goes on after them); a database that fails to open is moved there whole, and what can
+still be read and checked is put back under the same producer id and numbers. Every such event is
+logged as an ERROR and kept in ``meta.damage`` (``stats["damaged"]``, ``queue status``).
 """
 
 from __future__ import annotations
@@ -29,7 +38,6 @@ import logging
 import os
 import secrets
 import sqlite3
-import struct
 import threading
 import time
 import weakref
@@ -41,6 +49,8 @@ import diskcache
 import orjson
 
 from agents_bar_stream.exceptions import QueueLockedError, StorageError
+from agents_bar_stream.salvage import NUMBERING_KEYS, read_damaged_database
+from agents_bar_stream.segment import SegmentDamaged, decode_segment, encode_segment
 
 try:  # POSIX; on other systems the lock is a no-op and one process per queue is the user's promise
     import fcntl
@@ -51,7 +61,8 @@ __all__ = ["Batch", "DiskQueue", "read_queue_summary"]
 
 logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<dI")  # enqueue time of the first step, number of steps
+_MANIFEST = "queue.json"  # the producer id, outside the database: an emptied database is noticed
+_DAMAGED = "damaged"  # where what failed its check is set aside, never deleted
 _SETTINGS = {
     # A queue, not a cache: never evict, never cull, no size limit of diskcache's own (ours is
     # max_pending_bytes, enforced by refusing new steps, never by dropping old ones silently).
@@ -68,6 +79,11 @@ _SETTINGS = {
     # A queue reads each segment once, oldest first: a large page cache only grows the process
     # (diskcache opens a connection per thread, each with its own cache), it saves no reads.
     "sqlite_cache_size": 2**10,
+    # Checkpoint the write-ahead log every 256 pages (1 MiB) and cut it back to 1 MiB after: with
+    # SQLite's default (1000 pages, never truncated) a full disk is taken by the log, and deleting
+    # delivered segments, itself a write, can then not give any space back.
+    "sqlite_wal_autocheckpoint": 256,
+    "sqlite_journal_size_limit": 2**20,
 }
 
 
@@ -82,11 +98,83 @@ def _with_range(ranges: List[List[int]], start: int, end: int) -> List[List[int]
     return merged
 
 
+def _range_end(ranges: List[List[int]], local: int) -> Optional[int]:
+    """If ``local`` is in one of ``ranges``, the end of that range; else None."""
+    for start, end in ranges:
+        if start <= local < end:
+            return end
+    return None
+
+
 def _close_fd(fd: int) -> None:
     try:
         os.close(fd)
     except OSError:  # pragma: no cover - already closed
         pass
+
+
+def _without(ranges: List[List[int]], minus: List[List[int]]) -> List[List[int]]:
+    """The parts of sorted disjoint [start, end) ``ranges`` that no range of ``minus`` covers."""
+    out = []
+    for start, end in ranges:
+        for a, b in minus:
+            if b <= start or a >= end:
+                continue
+            if a > start:
+                out.append([start, a])
+            start = max(start, b)
+            if start >= end:
+                break
+        if start < end:
+            out.append([start, end])
+    return out
+
+
+class _DatabaseDamaged(Exception):
+    """The queue's database cannot be trusted (why is the message); the queue recovers from it."""
+
+
+class _SetAside(Exception):
+    """The segment being read failed its check and was set aside: read again."""
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """A SQLite error that says the file is not what was written (not a full or read-only disk)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return False  # locked, I/O error, cannot open: the disk or the system, not the bytes
+    return isinstance(exc, sqlite3.DatabaseError)
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
+
+
+def _read_manifest(directory: Path) -> Dict[str, Any]:
+    try:
+        data = orjson.loads((directory / _MANIFEST).read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, orjson.JSONDecodeError) as exc:
+        logger.warning("%s/%s cannot be read (%s); the database alone tells who this queue is", directory,
+                       _MANIFEST, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_manifest(directory: Path, producer: str, service_url: str, agent_name: str) -> None:
+    """Write queue.json atomically (a temporary file renamed over it, both synced)."""
+    tmp = directory / f".{_MANIFEST}.tmp"
+    body = orjson.dumps({"producer_id": producer, "service_url": service_url, "agent_name": agent_name},
+                        option=orjson.OPT_INDENT_2)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / _MANIFEST)
+    except OSError as exc:
+        raise _storage_error("write the manifest of", directory, exc) from None
 
 
 def _storage_error(action: str, directory: Path, exc: BaseException) -> StorageError:
@@ -124,22 +212,47 @@ class DiskQueue:
         self.directory = Path(directory)
         self.pid = os.getpid()
         self._lock_fd: Optional[int] = None
+        self._owner = lock  # only the owner of the queue sets damage aside; a reader reports it
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _storage_error("create", self.directory, exc) from None
         if lock:
             self._acquire_lock()
-        try:
-            self._cache = diskcache.Cache(str(self.directory / "data"), **_SETTINGS)
-        except (OSError, sqlite3.Error) as exc:
-            self._release_lock()
-            raise _storage_error("open", self.directory, exc) from None
         self.lock = threading.RLock()
         # Held around every change of the removed ranges together with its write to disk, so that
         # those writes land in the order of the changes (the flusher's and drop_oldest's race).
-        self._meta_lock = threading.Lock()
-        self._load(service_url, agent_name)
+        # Re-entrant: a segment that fails its check while one of those changes runs is set aside
+        # under it too. Always taken before ``lock``, never after.
+        self._meta_lock = threading.RLock()
+        try:
+            try:
+                self._cache = self._open_cache()
+                self._load(service_url, agent_name)
+            except _DatabaseDamaged as exc:
+                if not lock:
+                    # Moving files aside is for the owner of the queue, never for a reader that
+                    # does not hold the lock (queue status while a process has it open).
+                    raise StorageError(f"the queue database in {self.directory} is damaged ({exc}); "
+                                       "`agents-bar-stream queue salvage` shows what it still holds") from None
+                self._recover(str(exc), service_url, agent_name)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _open_cache(self, *, expect_existing: bool = True) -> diskcache.Cache:
+        db = self.directory / "data" / "cache.db"
+        if expect_existing and _read_manifest(self.directory).get("producer_id") and (not db.exists() or db.stat().st_size == 0):
+            # SQLite would make an empty database of it, and the queue would read as empty.
+            raise _DatabaseDamaged("is missing" if not db.exists() else "is empty (0 bytes)")
+        try:
+            return diskcache.Cache(str(self.directory / "data"), **_SETTINGS)
+        except sqlite3.Error as exc:
+            if _is_damage(exc):
+                raise _DatabaseDamaged(f"does not open: {exc}") from None
+            raise _storage_error("open", self.directory, exc) from None
+        except OSError as exc:
+            raise _storage_error("open", self.directory, exc) from None
 
     # --- opening --------------------------------------------------------------------------------
 
@@ -181,30 +294,69 @@ class DiskQueue:
             self._lock_finalizer()  # closes the descriptor once, which releases the flock
 
     def _load(self, service_url: str, agent_name: str) -> None:
+        """Read the queue's state; raises _DatabaseDamaged when the database cannot be trusted."""
         cache = self._cache
-        producer = cache.get("meta.producer_id")
+        manifest = _read_manifest(self.directory)
+        try:
+            meta = {key: cache.get(key) for key in (*NUMBERING_KEYS, "meta.service_url", "meta.agent_name",
+                                                     "meta.damaged", "meta.damage")}
+            keys: List[int] = []
+            dead = 0
+            for key in cache.iterkeys():
+                if type(key) is int:
+                    keys.append(key)
+                elif isinstance(key, str) and key.startswith("dead."):
+                    dead += 1
+        except sqlite3.Error as exc:
+            if _is_damage(exc):
+                raise _DatabaseDamaged(f"cannot be read: {exc}") from None
+            raise _storage_error("read", self.directory, exc) from None
+        producer = meta["meta.producer_id"]
         if producer is None:
+            if manifest.get("producer_id"):
+                # The database was emptied, replaced or lost, and SQLite opened an empty one in its
+                # place: reading it as an empty queue would lose every step it held, silently.
+                raise _DatabaseDamaged(f"has lost its producer id {manifest['producer_id']} (queue.json still "
+                                       "names it): the database was emptied or replaced")
             producer = secrets.token_hex(8)
-            with cache.transact():
-                cache.set("meta.producer_id", producer)
-                cache.set("meta.service_url", service_url)
-                cache.set("meta.agent_name", agent_name)
-                cache.set("meta.created", time.time())
+            meta = self._write_fresh_meta(producer, service_url, agent_name, existing=meta, new=True)
+        elif any(meta[key] is None for key in NUMBERING_KEYS):
+            # A queue written before every numbering key was stored from the start: store the
+            # defaults now, so that from here on a key missing after damage means lost.
+            meta = self._write_fresh_meta(producer, meta["meta.service_url"] or service_url,
+                                          meta["meta.agent_name"] or agent_name, existing=meta)
+        try:
+            removed = orjson.loads(meta["meta.removed"])
+            damaged = orjson.loads(meta["meta.damaged"] or b"[]")
+            damage = orjson.loads(meta["meta.damage"] or b"[]")
+            consumed, shift, sent_through = (int(meta[k]) for k in ("meta.consumed", "meta.shift", "meta.sent_through"))
+            removed_before, removed_ranges = int(removed[0]), [[int(a), int(b)] for a, b in removed[1]]
+            damaged_ranges = [[int(a), int(b)] for a, b in damaged]
+        except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
+            raise _DatabaseDamaged(f"holds a numbering that does not decode: {exc}") from None
+        if manifest.get("producer_id") != producer:
+            if manifest.get("producer_id"):
+                logger.warning("%s/%s names producer %s, the database %s; keeping the database's",
+                               self.directory, _MANIFEST, manifest["producer_id"], producer)
+            _write_manifest(self.directory, producer, meta["meta.service_url"] or service_url,
+                            meta["meta.agent_name"] or agent_name)
         self.producer_id: str = producer
-        self.service_url: str = cache.get("meta.service_url", service_url)
-        self.agent_name: str = cache.get("meta.agent_name", agent_name)
-        self.consumed: int = cache.get("meta.consumed", -1)  # every local <= consumed is delivered or removed
-        self.shift: int = cache.get("meta.shift", 0)
-        removed = orjson.loads(cache.get("meta.removed", b"[0, []]"))
-        self.removed_before: int = removed[0]  # removed locals <= consumed
-        self.removed_ranges: List[List[int]] = removed[1]  # [start, end) of removed locals > consumed
-        keys: List[int] = []
-        dead = 0
-        for key in cache.iterkeys():
-            if type(key) is int:
-                keys.append(key)
-            elif isinstance(key, str) and key.startswith("dead."):
-                dead += 1
+        self.service_url: str = meta["meta.service_url"] if meta["meta.service_url"] is not None else service_url
+        self.agent_name: str = meta["meta.agent_name"] if meta["meta.agent_name"] is not None else agent_name
+        self.consumed: int = consumed  # every local <= consumed is delivered or removed
+        self.shift: int = shift
+        self.removed_before: int = removed_before  # removed locals <= consumed
+        self.removed_ranges: List[List[int]] = removed_ranges  # [start, end) of removed locals > consumed
+        # [start, end) of locals whose segment failed its check: held on the wire (their numbers stay
+        # taken) until the server tells whether it has them; never overlapping a removed range.
+        self.damaged_ranges: List[List[int]] = damaged_ranges
+        self.damage: List[Dict[str, Any]] = damage  # what was set aside, where and why
+        self.dead_letters = dead
+        self.in_flight_through = -1  # the last local read_batch is reading now (drop_oldest keeps off)
+        # The last local ever handed to the server, persisted before each send: the server may have
+        # applied anything up to it without this process learning so (a lost answer, a kill), so
+        # drop_oldest must never drop it, or later steps would take numbers the server already holds.
+        self.sent_through: int = sent_through
         keys.sort()
         # Segments: [first_local, count, nbytes, enqueue time]. Count, size and time are in the
         # segment's header and are read when the segment is first needed (the last one now, to learn
@@ -212,36 +364,214 @@ class DiskQueue:
         # A deque: delivery pops from the left, one segment per step in durability="step", and a list
         # would make draining a large backlog quadratic.
         self.segments: "deque[List[Any]]" = deque([k, None, None, None] for k in keys)
-        self.next_local = self.consumed + 1
-        if keys:
+        self._head_items: Optional[Tuple[int, List[bytes]]] = None  # decoded segment at the head
+        self.next_local = max(self.consumed + 1, self.sent_through + 1)
+        self.committed_through = self.next_local - 1
+        while self.segments:
             last = self.segments[-1]
-            self._fill(last)
+            try:
+                self._fill(last)
+            except _SetAside:
+                continue  # it failed its check and was set aside: the one before is the last now
+            except StorageError:
+                if self._owner:
+                    raise
+                break  # a reader (queue status) reports the damage instead; its owner sets it aside
             self.next_local = max(self.next_local, last[0] + last[1])
-        if self.removed_ranges:
-            # Steps dropped after the last segment (then the process died before the next commit):
-            # their numbers are taken for good; a new step given one would be skipped as removed.
-            self.next_local = max(self.next_local, self.removed_ranges[-1][1])
-        self.dead_letters = dead
-        self.in_flight_through = -1  # the last local read_batch is reading now (drop_oldest keeps off)
-        # The last local ever handed to the server, persisted before each send: the server may have
-        # applied anything up to it without this process learning so (a lost answer, a kill), so
-        # drop_oldest must never drop it, or later steps would take numbers the server already holds.
-        self.sent_through: int = cache.get("meta.sent_through", -1)
+            break
+        for ranges in (self.removed_ranges, self.damaged_ranges):
+            if ranges:
+                # Steps dropped after the last segment (then the process died before the next commit):
+                # their numbers are taken for good; a new step given one would be skipped as removed.
+                self.next_local = max(self.next_local, ranges[-1][1])
         self.committed_through = self.next_local - 1
         # Bytes of queued steps: exact for what this process writes; at open, an estimate from the
         # size of the last segment's steps (reading every segment back would cost seconds, and the
         # database's size is mostly SQLite's own pages for a small backlog).
         pending = self.committed_pending()
-        self.pending_bytes = int(pending * self.segments[-1][2] / max(1, self.segments[-1][1])) if keys else 0
-        self._head_items: Optional[Tuple[int, List[bytes]]] = None  # decoded segment at the head
+        last_filled = self.segments[-1] if self.segments else None
+        self.pending_bytes = int(pending * last_filled[2] / max(1, last_filled[1])) if last_filled else 0
+
+    def _write_fresh_meta(self, producer: str, service_url: str, agent_name: str,
+                          existing: Dict[str, Any], new: bool = False) -> Dict[str, Any]:
+        """Store every numbering key (the defaults where ``existing`` has none) and the queue's names."""
+        meta = dict(existing)
+        defaults = {"meta.producer_id": producer, "meta.consumed": -1, "meta.shift": 0,
+                    "meta.removed": b"[0, []]", "meta.sent_through": -1,
+                    "meta.service_url": service_url, "meta.agent_name": agent_name}
+        try:
+            with self._cache.transact():
+                for key, value in defaults.items():
+                    if meta.get(key) is None:
+                        self._cache.set(key, value)
+                        meta[key] = value
+                if new:
+                    self._cache.set("meta.created", time.time())
+        except (OSError, sqlite3.Error) as exc:
+            raise _storage_error("initialise", self.directory, exc) from None
+        _write_manifest(self.directory, producer, service_url, agent_name)
+        return meta
+
+    # --- damage ---------------------------------------------------------------------------------
 
     def _fill(self, seg: List[Any]) -> List[bytes]:
-        blob = self._cache.get(seg[0])
-        if blob is None:  # pragma: no cover - only if the directory was edited by hand
-            raise StorageError(f"segment {seg[0]} is missing from {self.directory}")
-        t, n = _HEADER.unpack_from(blob)
-        seg[1], seg[2], seg[3] = n, len(blob), t
-        return blob[_HEADER.size:].split(b"\n")
+        """The steps of ``seg``, checked; a segment that fails is set aside and _SetAside raised."""
+        try:
+            blob = self._cache.get(seg[0])
+        except sqlite3.Error as exc:
+            if not _is_damage(exc):
+                raise _storage_error("read", self.directory, exc) from None
+            self._set_aside(seg, None, f"it cannot be read: {exc}")
+            raise _SetAside() from None
+        except OSError as exc:
+            raise _storage_error("read", self.directory, exc) from None
+        if blob is None:
+            self._set_aside(seg, None, "it is missing from the database")
+            raise _SetAside()
+        try:
+            t, items = decode_segment(blob)
+        except SegmentDamaged as exc:
+            self._set_aside(seg, blob, str(exc))
+            raise _SetAside() from None
+        seg[1], seg[2], seg[3] = len(items), len(blob), t
+        return items
+
+    def _set_aside(self, seg: List[Any], blob: Optional[bytes], reason: str) -> None:
+        """Move a segment that failed its check out of the queue, its bytes to damaged/, its numbers held."""
+        if not self._owner:
+            raise StorageError(f"the segment of steps from {seg[0]} in {self.directory} {reason}; open the queue "
+                               "(or run `agents-bar-stream queue salvage`) to set it aside")
+        with self._meta_lock, self.lock:
+            start = seg[0]
+            try:
+                index = next(i for i, s in enumerate(self.segments) if s[0] == start)
+            except StopIteration:
+                return  # another thread set it aside first
+            if seg[1] is not None:
+                end = start + seg[1]  # counted when this process wrote or read it whole
+            elif index + 1 < len(self.segments):
+                end = self.segments[index + 1][0]
+            else:
+                # The last segment: its steps up to the last one ever sent may be on the server;
+                # the numbers after that were never used and are free again.
+                end = max(start, self.sent_through + 1, self.consumed + 1)
+            del self.segments[index]
+            if self._head_items is not None and self._head_items[0] == start:
+                self._head_items = None
+            held = _without(_with_range([], start, end) if end > start else [], self.removed_ranges)
+            for a, b in held:
+                self.damaged_ranges = _with_range(self.damaged_ranges, a, b)
+            path = None
+            if blob is not None:
+                path = self._write_aside(f"segment-{start}", blob)
+            record = {"time": time.time(), "what": "segment", "first_seq": start, "end_seq": end,
+                      "steps": None if seg[1] is None else seg[1], "reason": reason,
+                      "path": str(path) if path is not None else None}
+            self.damage.append(record)
+            logger.error("queue %s: the segment of steps from %d %s; it was set aside%s and is never sent as it "
+                         "is; steps %d..%d are held until the server says whether it has them",
+                         self.directory, start, reason, f" to {path}" if path else "", start, end - 1)
+            try:
+                with self._cache.transact():
+                    self._cache.set("meta.damaged", orjson.dumps(self.damaged_ranges))
+                    self._cache.set("meta.damage", orjson.dumps(self.damage))
+                    self._cache.delete(start)
+            except (OSError, sqlite3.Error) as exc:
+                # Found again (and set aside again) at the next open; nothing is lost meanwhile.
+                logger.warning("could not record the damaged segment in %s: %s", self.directory, exc)
+
+    def _write_aside(self, name: str, blob: bytes) -> Optional[Path]:
+        folder = self.directory / _DAMAGED
+        path = folder / f"{name}-{_stamp()}.bin"
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+        except OSError as exc:
+            logger.warning("could not copy a damaged segment to %s: %s", path, exc)
+            return None
+        return path
+
+    def _recover(self, reason: str, service_url: str, agent_name: str) -> None:
+        """The database failed to open or to read: move it aside whole, put back what checks out."""
+        try:
+            self._cache.close()
+        except Exception:  # noqa: BLE001 - it is being given up
+            pass
+        aside = self.directory / _DAMAGED / f"database-{_stamp()}"
+        try:
+            aside.parent.mkdir(mode=0o700, exist_ok=True)
+            if (self.directory / "data").exists():
+                os.rename(self.directory / "data", aside)
+            else:
+                aside.mkdir(mode=0o700)  # nothing to keep, but the record points somewhere real
+        except OSError as exc:
+            raise _storage_error("set aside the damaged database of", self.directory, exc) from None
+        salvage = read_damaged_database(aside)
+        manifest = _read_manifest(self.directory)
+        known = salvage.numbering_known() and manifest.get("producer_id") in (None, salvage.meta["meta.producer_id"])
+        self._cache = self._open_cache(expect_existing=False)
+        record: Dict[str, Any] = {"time": time.time(), "what": "database", "reason": reason, "path": str(aside),
+                                  "steps": None, "recovered": 0, "unreadable_segments": len(salvage.bad_segments),
+                                  "errors": salvage.errors[:5]}
+        if known:
+            try:
+                recovered = self._rebuild(salvage, record)
+            except (OSError, sqlite3.Error) as exc:
+                raise _storage_error("rebuild", self.directory, exc) from None
+            logger.error("queue %s: the database %s; it was moved to %s and %d steps that pass their check were "
+                         "put back under producer %s with their numbers (damaged ranges: %s)", self.directory,
+                         reason, aside, recovered, salvage.meta["meta.producer_id"], record.get("damaged") or "none")
+        else:
+            # Without the numbering, a step put back could take a number the server already holds
+            # (and be dropped there as a duplicate): the salvage stays aside for a person.
+            record["note"] = ("the producer's numbering was not readable: its steps stay aside (queue salvage "
+                              "exports them) and this queue starts a new producer")
+            try:
+                self._cache.set("meta.damage", orjson.dumps([record]))
+            except (OSError, sqlite3.Error) as exc:
+                raise _storage_error("rebuild", self.directory, exc) from None
+            logger.error("queue %s: the database %s; it was moved to %s. Its numbering could not be read back, so "
+                         "the %d steps that pass their check stay there (`agents-bar-stream queue salvage %s` "
+                         "exports them); this queue starts again as a new producer", self.directory, reason,
+                         aside, salvage.steps, self.directory)
+            try:
+                os.unlink(self.directory / _MANIFEST)
+            except OSError:
+                pass
+        self._load(service_url or str(salvage.meta.get("meta.service_url") or ""),
+                   agent_name or str(salvage.meta.get("meta.agent_name") or ""))
+
+    def _rebuild(self, salvage: Any, record: Dict[str, Any]) -> int:
+        """Write a fresh database from a salvage whose numbering is known; returns the steps put back."""
+        meta = salvage.meta
+        consumed, sent_through = int(meta["meta.consumed"]), int(meta["meta.sent_through"])
+        removed = orjson.loads(meta["meta.removed"])
+        removed_ranges = [[int(a), int(b)] for a, b in removed[1]]
+        old_damaged = [[int(a), int(b)] for a, b in orjson.loads(meta.get("meta.damaged") or b"[]")]
+        kept = {k: v for k, v in salvage.segments.items() if k + len(v[1]) - 1 > consumed}
+        ends = [k + len(v[1]) for k, v in kept.items()] + [r[1] for r in removed_ranges + old_damaged]
+        next_local = max([consumed + 1, sent_through + 1, *ends])
+        # Every number from the consumed mark to next_local that no good segment holds is damaged.
+        covered = removed_ranges
+        for k, v in kept.items():
+            covered = _with_range(covered, k, k + len(v[1]))
+        damaged = _without([[consumed + 1, next_local]] if next_local > consumed + 1 else [], covered)
+        recovered = sum(len(v[1]) for v in kept.values())
+        record.update({"recovered": recovered, "damaged": damaged})
+        history = orjson.loads(meta.get("meta.damage") or b"[]")
+        with self._cache.transact():
+            for key in NUMBERING_KEYS + ("meta.service_url", "meta.agent_name", "meta.created"):
+                if key in meta:
+                    self._cache.set(key, meta[key])
+            self._cache.set("meta.damaged", orjson.dumps(damaged))
+            self._cache.set("meta.damage", orjson.dumps([*history, record]))
+            for key, (t, items) in kept.items():
+                self._cache.set(key, encode_segment(items, t))
+            for key, value in salvage.dead_letters.items():
+                self._cache.set(key, value)
+        return recovered
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -253,7 +583,7 @@ class DiskQueue:
 
     def store_segment(self, first_local: int, items: List[bytes], t: float) -> List[Any]:
         """Commit ``items`` to disk as one segment, not yet visible to readers; called with steps in order only."""
-        blob = _HEADER.pack(t, len(items)) + b"\n".join(items)
+        blob = encode_segment(items, t)
         try:
             self._cache.set(first_local, blob)
         except (OSError, sqlite3.Error) as exc:
@@ -304,26 +634,36 @@ class DiskQueue:
         with self.lock:  # consumed, committed_through and removed_ranges change together
             first = self.consumed + 1
             n = self.committed_through - first + 1
-            for start, end in self.removed_ranges:
-                n -= max(0, min(end, self.committed_through + 1) - max(start, first))
+            for ranges in (self.removed_ranges, self.damaged_ranges):  # disjoint by construction
+                for start, end in ranges:
+                    n -= max(0, min(end, self.committed_through + 1) - max(start, first))
             return max(0, n)
 
     def read_batch(self, max_steps: int, max_bytes: int) -> Optional[Batch]:
         """The oldest committed, unconsumed steps (at most max_steps, about max_bytes), or None."""
+        while True:
+            try:
+                return self._read_batch(max_steps, max_bytes)
+            except _SetAside:
+                continue  # a segment failed its check and was set aside: its range is skipped now
+
+    def _read_batch(self, max_steps: int, max_bytes: int) -> Optional[Batch]:
         with self.lock:
             first = self.consumed + 1
             while True:
-                end = self._is_removed(first)
+                end = self._is_removed(first) or _range_end(self.damaged_ranges, first)
                 if end is None:
                     break
                 first = end
             if first > self.committed_through:
                 return None
             stop_at = self.committed_through + 1
-            for start, _end in self.removed_ranges:
-                if start > first:
-                    stop_at = min(stop_at, start)
-                    break
+            # A batch holds no removed step (its numbers are not on the wire) and no damaged one.
+            for ranges in (self.removed_ranges, self.damaged_ranges):
+                for start, _end in ranges:
+                    if start > first:
+                        stop_at = min(stop_at, start)
+                        break
             wire = self.wire_seq(first)
             # drop_oldest must not delete what is being read and sent: claim the most we may read.
             last_wanted = min(stop_at - 1, first + max_steps - 1)
@@ -342,11 +682,18 @@ class DiskQueue:
         local = first
         while i < len(segments) and len(items) < max_steps and local < stop_at:
             seg = segments[i]
+            if seg[0] > local:
+                break  # a gap no range accounts for: never bridge it
             cached = self._head_items
             if cached is not None and cached[0] == seg[0]:
                 seg_items = cached[1]
             else:
-                seg_items = self._fill(seg)
+                try:
+                    seg_items = self._fill(seg)
+                except _SetAside:
+                    with self.lock:
+                        self.in_flight_through = -1
+                    raise
                 self._head_items = (seg[0], seg_items)
             if seg[0] + seg[1] <= local:  # wholly consumed already (the head of a partly delivered backlog)
                 i += 1
@@ -426,7 +773,10 @@ class DiskQueue:
             while self.segments:
                 seg = self.segments[0]
                 if seg[1] is None:
-                    self._fill(seg)
+                    try:
+                        self._fill(seg)
+                    except _SetAside:
+                        continue  # set aside: its numbers are a damaged range now
                 if seg[0] + seg[1] - 1 > through_local:
                     break
                 doomed.append(self.segments.popleft())
@@ -440,6 +790,11 @@ class DiskQueue:
                 start, end = self.removed_ranges.pop(0)
                 self.removed_before += end - start
             removed_meta = orjson.dumps([self.removed_before, self.removed_ranges])
+            damaged_before = len(self.damaged_ranges)
+            while (self.damaged_ranges and self.damaged_ranges[0][1] - 1 <= through_local
+                   and self.damaged_ranges[0][1] <= held_from):
+                self.damaged_ranges.pop(0)
+            damaged_meta = orjson.dumps(self.damaged_ranges) if len(self.damaged_ranges) != damaged_before else None
             freed = sum(s[2] or 0 for s in doomed)
             self.pending_bytes = max(0, self.pending_bytes - freed)
             if self._head_items is not None and any(s[0] == self._head_items[0] for s in doomed):
@@ -451,6 +806,8 @@ class DiskQueue:
             with self._cache.transact():
                 self._cache.set("meta.consumed", through_local)
                 self._cache.set("meta.removed", removed_meta)
+                if damaged_meta is not None:
+                    self._cache.set("meta.damaged", damaged_meta)
                 for seg in doomed:
                     self._cache.delete(seg[0])
         except (OSError, sqlite3.Error) as exc:
@@ -495,13 +852,16 @@ class DiskQueue:
             dropped = freed = 0
             with self.lock:
                 doomed = []
-                for seg in self.segments:
+                for seg in list(self.segments):  # a copy: one that fails its check leaves the deque
                     if freed >= need_bytes:
                         break
                     if seg[0] <= max(after_local, self.consumed, self.in_flight_through, self.sent_through):
                         continue
                     if seg[1] is None:
-                        self._fill(seg)
+                        try:
+                            self._fill(seg)
+                        except _SetAside:
+                            continue
                     doomed.append(seg)
                     freed += seg[2]
                 if not doomed:
@@ -531,45 +891,87 @@ class DiskQueue:
                 raise _storage_error("drop from", self.directory, exc) from None
             return dropped, freed
 
-    def rewind_or_shift(self, expected_wire: int, head_local: int) -> bool:
-        """The server expects ``expected_wire`` (409). Resend from there if we still hold it (True);
-        otherwise the server lost steps we deleted: renumber so that the head is what it expects (False)."""
+    def rewind_or_shift(self, expected_wire: int, head_local: int) -> Tuple[str, int]:
+        """The server expects ``expected_wire`` (409): resend from there, or go on without what it lacks.
+
+        Returns ``("rewound", 0)`` when the step it expects is still held here (it is sent next);
+        ``("damaged", n)`` when it lacks ``n`` steps of a segment that failed its check here, and
+        ``("lost", n)`` when it lacks ``n`` steps this client delivered and deleted (the server lost
+        them). In both the numbering moves so that the head is what the server expects.
+        """
         with self.lock:
             oldest_held = self.segments[0][0] if self.segments else head_local
             target = self.local_for_wire(expected_wire, oldest_held) if expected_wire >= self.wire_seq(oldest_held) else None
-            if target is not None and oldest_held <= target <= head_local and self._is_removed(target) is None:
+            in_damage = any(self.wire_seq(a) <= expected_wire < self.wire_seq(a) + (b - a)
+                            for a, b in self.damaged_ranges if b > self.consumed)
+            if (not in_damage and target is not None and oldest_held <= target <= head_local
+                    and self._is_removed(target) is None):
                 self.consumed = target - 1
-                self._cache.set("meta.consumed", self.consumed)
-                return True
-            self.shift += self.wire_seq(head_local) - expected_wire
-            self._cache.set("meta.shift", self.shift)
-            return False
+                key, value, outcome = "meta.consumed", self.consumed, ("rewound", 0)
+            else:
+                missing = self.wire_seq(head_local) - expected_wire
+                self.shift += missing
+                key, value, outcome = "meta.shift", self.shift, ("damaged" if in_damage else "lost", missing)
+            try:
+                self._cache.set(key, value)
+            except (OSError, sqlite3.Error) as exc:
+                raise _storage_error("record the server's position in", self.directory, exc) from None
+            return outcome
 
     # --- reading for people --------------------------------------------------------------------------
 
+    def verify(self) -> int:
+        """Read and check every queued segment now (opening reads only the last); returns the steps that passed.
+
+        What fails is set aside as delivery would set it aside. Costs a read of the whole queue.
+        """
+        passed = 0
+        with self._meta_lock, self.lock:
+            for seg in list(self.segments):  # a copy: one that fails its check leaves the deque
+                try:
+                    passed += len(self._fill(seg))
+                except _SetAside:
+                    continue
+            if self._head_items is not None:
+                self._head_items = None
+        return passed
+
     def oldest_pending_time(self) -> Optional[float]:
-        with self.lock:
-            for seg in self.segments:
+        with self._meta_lock, self.lock:
+            for seg in list(self.segments):  # a copy: one that fails its check leaves the deque
                 if seg[3] is None:
-                    self._fill(seg)
+                    try:
+                        self._fill(seg)
+                    except _SetAside:
+                        continue
                 if seg[0] + seg[1] - 1 > self.consumed:
                     return float(seg[3])
         return None
 
     def dead_letter_records(self) -> List[Dict[str, Any]]:
         out = []
-        for key in sorted(k for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith("dead.")):
-            blob = self._cache.get(key)
-            if blob is not None:
-                out.append(orjson.loads(blob))
+        try:
+            for key in sorted(k for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith("dead.")):
+                blob = self._cache.get(key)
+                if blob is None:
+                    continue
+                try:
+                    out.append(orjson.loads(blob))
+                except orjson.JSONDecodeError as exc:
+                    logger.error("dead letter %s in %s does not decode (%s); skipped", key, self.directory, exc)
+        except (OSError, sqlite3.Error) as exc:
+            raise _storage_error("read the dead letters of", self.directory, exc) from None
         return out
 
     def remove_dead_letters(self) -> int:
         n = 0
-        with self._cache.transact():
-            for key in [k for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith("dead.")]:
-                self._cache.delete(key)
-                n += 1
+        try:
+            with self._cache.transact():
+                for key in [k for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith("dead.")]:
+                    self._cache.delete(key)
+                    n += 1
+        except (OSError, sqlite3.Error) as exc:
+            raise _storage_error("remove the dead letters of", self.directory, exc) from None
         with self.lock:
             self.dead_letters = 0
         return n
@@ -577,6 +979,8 @@ class DiskQueue:
     def close(self) -> None:
         try:
             self._cache.close()
+        except (OSError, sqlite3.Error) as exc:
+            logger.warning("closing the queue database in %s: %s", self.directory, exc)
         finally:
             self._release_lock()
 
@@ -599,7 +1003,12 @@ def read_queue_summary(directory: "os.PathLike[str] | str") -> Dict[str, Any]:
             os.close(fd)
     q = DiskQueue(directory, lock=False)
     try:
-        oldest = q.oldest_pending_time()
+        damaged = list(q.damage)
+        try:
+            oldest = q.oldest_pending_time()
+        except StorageError as exc:  # a segment failed its check; its owner sets it aside
+            oldest = None
+            damaged.append({"what": "segment", "reason": str(exc), "path": None, "time": time.time()})
         return {
             "queue_dir": str(directory),
             "agent": q.agent_name,
@@ -611,6 +1020,7 @@ def read_queue_summary(directory: "os.PathLike[str] | str") -> Dict[str, Any]:
             "dead_letters": q.dead_letters,
             "locked_by_pid": locked_by,
             "next_seq": q.next_local,
+            "damaged": damaged,
         }
     finally:
         q.close()

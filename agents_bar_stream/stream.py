@@ -65,7 +65,8 @@ def validate_stream_options(options: Dict[str, Any]) -> None:
 def _fresh_counters() -> Dict[str, Any]:
     """What the flusher and step() count and report, before anything happened."""
     out: Dict[str, Any] = dict.fromkeys(
-        ("enqueued", "delivered", "duplicates", "retries", "dead_lettered", "dropped", "sequence_lost"), 0)
+        ("enqueued", "delivered", "duplicates", "retries", "dead_lettered", "dropped", "sequence_lost",
+         "damaged_steps"), 0)
     out.update({"last_error": None, "online": None, "mode": None})
     return out
 
@@ -73,7 +74,7 @@ def _fresh_counters() -> Dict[str, Any]:
 def idle_stats(durability: str) -> Dict[str, Any]:
     """What ``RemoteAgent.stats`` holds for the queue before it is opened: every key, nothing counted."""
     return {**_fresh_counters(), "pending": 0, "bytes_pending": 0, "oldest_pending_age": None, "queue_dir": None,
-            "producer_id": None, "durability": durability, "storage_error": None}
+            "producer_id": None, "durability": durability, "storage_error": None, "damaged": []}
 
 
 # Streams alive in this process, for the fork and exit hooks (weak: an agent that is garbage
@@ -167,7 +168,9 @@ class Stream:
             if self._closed:
                 raise ClosedError(f"the stream of {self.agent_name!r} is closed")
             if self._storage_error is not None:
-                raise StorageError(f"the queue cannot be written ({self._storage_error}); this step was not queued")
+                err = StorageError(f"the queue cannot be written ({self._storage_error}); this step was not queued")
+                err.errno = self._storage_error.errno  # the same errno as durability="step" gives
+                raise err
             data = self._encoder.encode(obs, action, reward, next_obs, done)
             size = len(data) + 1
             if self._bytes + size > self.max_pending_bytes:
@@ -361,6 +364,8 @@ class Stream:
             "producer_id": self.queue.producer_id,
             "durability": self.durability,
             "storage_error": None if self._storage_error is None else str(self._storage_error),
+            # What failed its check on disk and was set aside (kept for good: a person should look).
+            "damaged": [dict(record) for record in self.queue.damage],
         })
         return out
 

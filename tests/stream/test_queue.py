@@ -49,7 +49,7 @@ def test_a_rewind_into_a_partly_delivered_segment_keeps_the_numbering(tmp_path):
     q.mark_consumed(99)  # and acknowledged the rest of 0..99: wire 0..98
     assert q.wire_seq(100) == 99
     # The server lost data (restored from a backup) and expects wire 50 again: local 50.
-    assert q.rewind_or_shift(50, 100) is True
+    assert q.rewind_or_shift(50, 100) == ("rewound", 0)
     batch = q.read_batch(100, 10**6)
     assert (batch.first_local, batch.first_wire) == (50, 50)
     assert batch.last_local == 59  # stops before the dead letter, which is never sent again
