@@ -63,6 +63,11 @@ logger = logging.getLogger(__name__)
 
 _MANIFEST = "queue.json"  # the producer id, outside the database: an emptied database is noticed
 _DAMAGED = "damaged"  # where what failed its check is set aside, never deleted
+# Space held back on the queue's filesystem and given up when it is full: deleting delivered steps
+# is itself a write (SQLite's log must take it, and a checkpoint may grow the file), so a queue that
+# filled its disk to the last byte could never make room again, however much the server took.
+_RESERVE = "reserve"
+_RESERVE_BYTES = 2**20
 _SETTINGS = {
     # A queue, not a cache: never evict, never cull, no size limit of diskcache's own (ours is
     # max_pending_bytes, enforced by refusing new steps, never by dropping old ones silently).
@@ -236,6 +241,8 @@ class DiskQueue:
                     raise StorageError(f"the queue database in {self.directory} is damaged ({exc}); "
                                        "`agents-bar-stream queue salvage` shows what it still holds") from None
                 self._recover(str(exc), service_url, agent_name)
+            if self._owner:
+                self._make_reserve()
         except BaseException:
             self._release_lock()
             raise
@@ -365,6 +372,8 @@ class DiskQueue:
         # would make draining a large backlog quadratic.
         self.segments: "deque[List[Any]]" = deque([k, None, None, None] for k in keys)
         self._head_items: Optional[Tuple[int, List[bytes]]] = None  # decoded segment at the head
+        self._undeleted: List[int] = []  # delivered segments whose delete the disk refused: tried again
+        self.space_freed = threading.Event()  # set when delivered segments were deleted (a full disk waits on it)
         self.next_local = max(self.consumed + 1, self.sent_through + 1)
         self.committed_through = self.next_local - 1
         while self.segments:
@@ -411,6 +420,38 @@ class DiskQueue:
             raise _storage_error("initialise", self.directory, exc) from None
         _write_manifest(self.directory, producer, service_url, agent_name)
         return meta
+
+    # --- a full disk ---------------------------------------------------------------------------------
+
+    def _make_reserve(self) -> None:
+        path = self.directory / _RESERVE
+        try:
+            if path.exists() and path.stat().st_size >= _RESERVE_BYTES:
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, 0, _RESERVE_BYTES)
+                else:  # pragma: no cover - not POSIX
+                    os.write(fd, b"\0" * _RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # a full disk now: made again once the queue drains
+            logger.debug("no space reserve in %s: %s", self.directory, exc)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve back to the filesystem; True if there was one to give."""
+        try:
+            os.unlink(self.directory / _RESERVE)
+        except OSError:
+            return False
+        logger.warning("the disk of queue %s is full: released its %d KiB reserve so that delivery can free space",
+                       self.directory, _RESERVE_BYTES // 1024)
+        return True
 
     # --- damage ---------------------------------------------------------------------------------
 
@@ -587,6 +628,7 @@ class DiskQueue:
         try:
             self._cache.set(first_local, blob)
         except (OSError, sqlite3.Error) as exc:
+            self._release_reserve()  # for the flusher's bookkeeping, which frees the space; step() waits
             raise _storage_error("write to", self.directory, exc) from None
         return [first_local, len(items), len(blob), t]
 
@@ -746,7 +788,12 @@ class DiskQueue:
                 return True
             self.sent_through = last  # in memory at once: protected from drop_oldest from here on
         try:
-            self._cache.set("meta.sent_through", last)
+            try:
+                self._cache.set("meta.sent_through", last)
+            except (OSError, sqlite3.Error):
+                if not self._release_reserve():
+                    raise
+                self._cache.set("meta.sent_through", last)
         except (OSError, sqlite3.Error) as exc:
             # Not sent without the mark on disk: a restart would forget it, and drop_oldest could
             # then drop steps the server holds. (A full disk cannot record deliveries either, so
@@ -796,6 +843,7 @@ class DiskQueue:
                 self.damaged_ranges.pop(0)
             damaged_meta = orjson.dumps(self.damaged_ranges) if len(self.damaged_ranges) != damaged_before else None
             freed = sum(s[2] or 0 for s in doomed)
+            undeleted, self._undeleted = self._undeleted, []
             self.pending_bytes = max(0, self.pending_bytes - freed)
             if self._head_items is not None and any(s[0] == self._head_items[0] for s in doomed):
                 self._head_items = None
@@ -808,12 +856,20 @@ class DiskQueue:
                 self._cache.set("meta.removed", removed_meta)
                 if damaged_meta is not None:
                     self._cache.set("meta.damaged", damaged_meta)
-                for seg in doomed:
-                    self._cache.delete(seg[0])
+                for key in [*undeleted, *(seg[0] for seg in doomed)]:
+                    self._cache.delete(key)
         except (OSError, sqlite3.Error) as exc:
             # The server has these steps; if the delete is lost they are re-sent as duplicates,
-            # which the server ignores. Log and carry on.
+            # which the server ignores. Log and carry on; the next delivery tries the deletes again.
+            with self.lock:
+                self._undeleted = [*undeleted, *(seg[0] for seg in doomed), *self._undeleted]
+            self._release_reserve()
             logger.warning("could not record delivery in %s: %s", self.directory, exc)
+        else:
+            if doomed or undeleted:
+                self.space_freed.set()
+            if consumed_now and self._owner and not (self.directory / _RESERVE).exists() and not self.committed_pending():
+                self._make_reserve()  # drained after a full disk: hold the reserve back again
         return consumed_now, freed
 
     def dead_letter(self, local: int, item: bytes, status: int, detail: str,

@@ -231,6 +231,14 @@ class Stream:
         while True:
             self._commit_wake.wait(self.commit_interval)
             self._commit_wake.clear()
+            if self._storage_error is not None and not self._closed:
+                # The disk is full. Retrying every few ms would take each byte that delivery frees (and
+                # the queue's reserve) before delivery's own bookkeeping could, and nothing would move:
+                # try again once delivered steps were deleted, or now and then for space freed by others.
+                if not self.queue.space_freed.wait(_FULL_DISK_RETRY) and not self._closed:
+                    self._commit_once()
+                    continue
+                self.queue.space_freed.clear()
             self._commit_once()
             if self._closed:
                 self._commit_once()
@@ -324,6 +332,7 @@ class Stream:
             self._closed = True
             self._cond.notify_all()
         self._commit_wake.set()
+        self.queue.space_freed.set()  # a committer waiting out a full disk writes what it can now, then ends
         if self._committer is not None:
             # Not bounded by the deadline: this is a local disk write of steps that exist nowhere else.
             self._committer.join(_COMMIT_JOIN_TIMEOUT)
@@ -377,6 +386,7 @@ class Stream:
 
 
 _COMMIT_JOIN_TIMEOUT = 30.0
+_FULL_DISK_RETRY = 10.0  # seconds between commit attempts on a full disk when no delivery frees space
 
 
 def _after_fork_in_child() -> None:

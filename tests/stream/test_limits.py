@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import resource
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from support.api import wait_for
 from support.stream import api_for, indices, obs_of
 
-from agents_bar_stream import InvalidStepError, QueueFullError
+from agents_bar_stream import InvalidStepError, QueueFullError, StorageError
 
 
 @pytest.mark.timeout(120)
@@ -222,3 +223,47 @@ def test_a_full_disk_raises_storage_error_and_keeps_what_was_queued(tmp_path):
     finally:
         q.close()
     assert resource.getrlimit(resource.RLIMIT_FSIZE)  # (the limit applied to the child only)
+
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 4 MiB tmpfs (the fault injected: a filesystem that fills up), unmounted after the test."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, timeout=30)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("durability", ["step", "batch"])
+def test_a_full_disk_recovers_once_delivery_frees_space(down_server, user, agent_name, make_agent, small_filesystem,
+                                                        durability):
+    # A 4 MiB filesystem fills with the server away. Once the server is back, delivery must free the
+    # space and step() accept again. It did not, in step mode: SQLite's log had taken the disk, and
+    # the sent mark written before each request could not be, so nothing was ever sent again.
+    agent = make_agent(down_server, agent_name, create=False, queue_dir=small_filesystem / "q", durability=durability)
+    accepted = 0
+    deadline = time.monotonic() + 60
+    with pytest.raises(StorageError) as full:
+        while time.monotonic() < deadline:
+            agent.step(obs_of(accepted), 0, 0.0, obs_of(accepted + 1), False)
+            accepted += 1
+    assert full.value.errno in (errno.ENOSPC, errno.EIO)  # batch mode used to give None, step mode 28
+    down_server.start(timeout=120)
+    recovered = False
+    deadline = time.monotonic() + 60
+    while not recovered and time.monotonic() < deadline:
+        try:
+            agent.step(obs_of(accepted), 0, 0.0, obs_of(accepted + 1), False)
+            accepted += 1
+            recovered = True
+        except StorageError:
+            time.sleep(0.05)
+    assert recovered, f"step() still refused 60 s after the server came back: {agent.stats}"
+    assert agent.flush(timeout=60), agent.stats
+    log = api_for(down_server, user).log(agent_name)
+    assert indices(log) == list(range(accepted))
