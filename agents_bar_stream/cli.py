@@ -608,27 +608,18 @@ def cmd_queue_purge(args: argparse.Namespace) -> int:
     if not args.yes:
         raise CommandError(f"refusing to delete {path} ({summary['pending']} undelivered transitions, "
                            f"{summary['dead_letters']} dead letters) without --yes", EXIT_USAGE)
+    from agents_bar_stream import lockfile
+
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: trust the summary
-        fcntl = None  # type: ignore[assignment]
-    fd = None
+        # Hold the queue's own lock while deleting, so that no process opens it half-deleted.
+        fd = lockfile.acquire(path)
+    except lockfile.LockHeld as held:
+        raise CommandError(f"the queue {path} is in use by another process (pid {held.pid or 'unknown'}); "
+                           "stop it first") from None
     try:
-        if fcntl is not None:
-            # Hold the queue's own lock while deleting, so that no process opens it half-deleted.
-            fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-                raise CommandError(
-                    f"the queue {path} is in use by another process (pid {holder}); stop it first") from None
-        elif summary["locked_by_pid"]:
-            raise CommandError(f"the queue {path} is in use by another process; stop it first")
         shutil.rmtree(path)
     finally:
-        if fd is not None:
-            os.close(fd)
+        lockfile.release(fd)
     print(f"deleted {path}: {summary['pending']} undelivered transitions and {summary['dead_letters']} dead letters "
           f"of agent {summary['agent'] or '?'} discarded")
     return EXIT_OK

@@ -48,14 +48,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import diskcache
 import orjson
 
+from agents_bar_stream import lockfile
 from agents_bar_stream.exceptions import QueueLockedError, StorageError
+from agents_bar_stream.numbering import count_in, local_for_wire, range_end, wire_seq, with_range, without
 from agents_bar_stream.salvage import NUMBERING_KEYS, read_damaged_database
 from agents_bar_stream.segment import SegmentDamaged, decode_segment, encode_segment
-
-try:  # POSIX; on other systems the lock is a no-op and one process per queue is the user's promise
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["Batch", "DiskQueue", "read_queue_summary"]
 
@@ -92,47 +89,7 @@ _SETTINGS = {
 }
 
 
-def _with_range(ranges: List[List[int]], start: int, end: int) -> List[List[int]]:
-    """A new sorted list of disjoint [start, end) ranges: ``ranges`` plus [start, end), merged."""
-    merged: List[List[int]] = []
-    for r in sorted([*ranges, [start, end]]):
-        if merged and merged[-1][1] >= r[0]:
-            merged[-1] = [merged[-1][0], max(merged[-1][1], r[1])]
-        else:
-            merged.append(list(r))
-    return merged
 
-
-def _range_end(ranges: List[List[int]], local: int) -> Optional[int]:
-    """If ``local`` is in one of ``ranges``, the end of that range; else None."""
-    for start, end in ranges:
-        if start <= local < end:
-            return end
-    return None
-
-
-def _close_fd(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:  # pragma: no cover - already closed
-        pass
-
-
-def _without(ranges: List[List[int]], minus: List[List[int]]) -> List[List[int]]:
-    """The parts of sorted disjoint [start, end) ``ranges`` that no range of ``minus`` covers."""
-    out = []
-    for start, end in ranges:
-        for a, b in minus:
-            if b <= start or a >= end:
-                continue
-            if a > start:
-                out.append([start, a])
-            start = max(start, b)
-            if start >= end:
-                break
-        if start < end:
-            out.append([start, end])
-    return out
 
 
 class _DatabaseDamaged(Exception):
@@ -264,36 +221,25 @@ class DiskQueue:
     # --- opening --------------------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
-        if fcntl is None:
-            return
-        path = self.directory / "lock"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise _storage_error("lock", self.directory, exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = ""
-            try:
-                holder = os.read(fd, 64).decode(errors="replace").strip()
-            except OSError:
-                pass
-            os.close(fd)
-            if holder == str(os.getpid()):
+            fd = lockfile.acquire(self.directory)
+        except lockfile.LockHeld as held:
+            if held.pid == str(os.getpid()):
                 raise QueueLockedError(
                     f"the queue {self.directory} is open by another RemoteAgent in this process; close() that one "
                     "first (one closed while its last request was still in flight gives the queue back when "
                     "that request ends), or give each agent its own queue_dir") from None
             raise QueueLockedError(
-                f"the queue {self.directory} is in use by another process{f' (pid {holder})' if holder else ''}; "
+                f"the queue {self.directory} is in use by another process{f' (pid {held.pid})' if held.pid else ''}; "
                 "give each process its own queue_dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        except OSError as exc:
+            raise _storage_error("lock", self.directory, exc) from None
+        if fd is None:  # pragma: no cover - no flock on this system
+            return
         self._lock_fd = fd
         # A queue dropped without close() (its RemoteAgent garbage collected) must not keep the
         # directory locked for the rest of the process: the descriptor goes with the object.
-        self._lock_finalizer = weakref.finalize(self, _close_fd, fd)
+        self._lock_finalizer = weakref.finalize(self, lockfile.release, fd)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -499,9 +445,9 @@ class DiskQueue:
             del self.segments[index]
             if self._head_items is not None and self._head_items[0] == start:
                 self._head_items = None
-            held = _without(_with_range([], start, end) if end > start else [], self.removed_ranges)
+            held = without(with_range([], start, end) if end > start else [], self.removed_ranges)
             for a, b in held:
-                self.damaged_ranges = _with_range(self.damaged_ranges, a, b)
+                self.damaged_ranges = with_range(self.damaged_ranges, a, b)
             path = None
             if blob is not None:
                 path = self._write_aside(f"segment-{start}", blob)
@@ -597,8 +543,8 @@ class DiskQueue:
         # Every number from the consumed mark to next_local that no good segment holds is damaged.
         covered = removed_ranges
         for k, v in kept.items():
-            covered = _with_range(covered, k, k + len(v[1]))
-        damaged = _without([[consumed + 1, next_local]] if next_local > consumed + 1 else [], covered)
+            covered = with_range(covered, k, k + len(v[1]))
+        damaged = without([[consumed + 1, next_local]] if next_local > consumed + 1 else [], covered)
         recovered = sum(len(v[1]) for v in kept.values())
         record.update({"recovered": recovered, "damaged": damaged})
         history = orjson.loads(meta.get("meta.damage") or b"[]")
@@ -649,27 +595,11 @@ class DiskQueue:
 
     def wire_seq(self, local: int) -> int:
         """The sequence number the server knows local step ``local`` by."""
-        removed = self.removed_before
-        for start, end in self.removed_ranges:
-            if start >= local:
-                break
-            removed += min(end, local) - start
-        return local - removed - self.shift
+        return wire_seq(local, self.removed_before, self.removed_ranges, self.shift)
 
     def local_for_wire(self, wire: int, first_local: int) -> int:
         """Inverse of wire_seq for locals >= first_local (which must not be removed)."""
-        local = first_local + (wire - self.wire_seq(first_local))
-        for start, end in self.removed_ranges:
-            if first_local <= start <= local:
-                local += end - start
-        return local
-
-    def _is_removed(self, local: int) -> Optional[int]:
-        """If ``local`` is removed, the end of its range; else None."""
-        for start, end in self.removed_ranges:
-            if start <= local < end:
-                return end
-        return None
+        return local_for_wire(wire, first_local, self.removed_before, self.removed_ranges, self.shift)
 
     def committed_pending(self) -> int:
         """Committed steps not consumed (removed ones excluded)."""
@@ -677,8 +607,7 @@ class DiskQueue:
             first = self.consumed + 1
             n = self.committed_through - first + 1
             for ranges in (self.removed_ranges, self.damaged_ranges):  # disjoint by construction
-                for start, end in ranges:
-                    n -= max(0, min(end, self.committed_through + 1) - max(start, first))
+                n -= count_in(ranges, first, self.committed_through + 1)
             return max(0, n)
 
     def read_batch(self, max_steps: int, max_bytes: int) -> Optional[Batch]:
@@ -693,7 +622,7 @@ class DiskQueue:
         with self.lock:
             first = self.consumed + 1
             while True:
-                end = self._is_removed(first) or _range_end(self.damaged_ranges, first)
+                end = range_end(self.removed_ranges, first) or range_end(self.damaged_ranges, first)
                 if end is None:
                     break
                 first = end
@@ -882,7 +811,7 @@ class DiskQueue:
                                "step": orjson.Fragment(item)})
         with self._meta_lock:
             with self.lock:
-                ranges = _with_range(self.removed_ranges, local, local + 1)
+                ranges = with_range(self.removed_ranges, local, local + 1)
                 removed_meta = orjson.dumps([self.removed_before, ranges])
             # On disk first: if the write fails, the step stays where it was, to be sent (and
             # refused) again, rather than gone from this process's numbering but not from the disk's.
@@ -928,7 +857,7 @@ class DiskQueue:
                 ranges = old_ranges
                 for seg in doomed:
                     self.segments.remove(seg)
-                    ranges = _with_range(ranges, seg[0], seg[0] + seg[1])
+                    ranges = with_range(ranges, seg[0], seg[0] + seg[1])
                     dropped += seg[1]
                     if self._head_items is not None and self._head_items[0] == seg[0]:
                         self._head_items = None
@@ -961,7 +890,7 @@ class DiskQueue:
             in_damage = any(self.wire_seq(a) <= expected_wire < self.wire_seq(a) + (b - a)
                             for a, b in self.damaged_ranges if b > self.consumed)
             if (not in_damage and target is not None and oldest_held <= target <= head_local
-                    and self._is_removed(target) is None):
+                    and range_end(self.removed_ranges, target) is None):
                 self.consumed = target - 1
                 key, value, outcome = "meta.consumed", self.consumed, ("rewound", 0)
             else:
@@ -1046,17 +975,7 @@ def read_queue_summary(directory: "os.PathLike[str] | str") -> Dict[str, Any]:
     directory = Path(directory)
     if not (directory / "data").is_dir():
         raise StorageError(f"{directory} is not a queue directory (it has no data/)")
-    locked_by = None
-    if fcntl is not None and (directory / "lock").exists():
-        fd = os.open(directory / "lock", os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            except OSError:
-                locked_by = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-        finally:
-            os.close(fd)
+    locked_by = lockfile.holder(directory)
     q = DiskQueue(directory, lock=False)
     try:
         damaged = list(q.damage)
