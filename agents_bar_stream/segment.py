@@ -17,13 +17,36 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
-__all__ = ["SegmentDamaged", "decode_segment", "encode_segment", "unchecked_items"]
+__all__ = ["Segment", "SegmentDamaged", "decode_segment", "encode_segment", "unchecked_items"]
 
 _MAGIC = b"ABQ2"
 _HEADER_V2 = struct.Struct("<4sdII")  # magic, time of the first step, number of steps, CRC-32 of the body
 _HEADER_V1 = struct.Struct("<dI")  # time of the first step, number of steps
+
+
+class Segment:
+    """What the queue knows of one stored segment: its first local number, and, once its header was
+    read, how many steps it holds, its size in bytes and the enqueue time of its first step."""
+
+    __slots__ = ("first", "count", "nbytes", "time")
+
+    def __init__(self, first: int, count: Optional[int] = None, nbytes: Optional[int] = None,
+                 time: Optional[float] = None) -> None:
+        self.first = first
+        self.count = count
+        self.nbytes = nbytes
+        self.time = time
+
+    @property
+    def end(self) -> int:
+        """One past its last local number (its header must have been read)."""
+        assert self.count is not None
+        return self.first + self.count
+
+    def __repr__(self) -> str:
+        return f"Segment(first={self.first}, count={self.count}, nbytes={self.nbytes})"
 
 
 class SegmentDamaged(Exception):

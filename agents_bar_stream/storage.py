@@ -52,7 +52,7 @@ from agents_bar_stream import lockfile
 from agents_bar_stream.exceptions import QueueLockedError, StorageError
 from agents_bar_stream.numbering import count_in, local_for_wire, range_end, wire_seq, with_range, without
 from agents_bar_stream.salvage import NUMBERING_KEYS, read_damaged_database
-from agents_bar_stream.segment import SegmentDamaged, decode_segment, encode_segment
+from agents_bar_stream.segment import Segment, SegmentDamaged, decode_segment, encode_segment
 
 __all__ = ["Batch", "DiskQueue", "read_queue_summary"]
 
@@ -316,7 +316,7 @@ class DiskQueue:
         # where numbering resumes), so opening a large backlog reads no segment bodies.
         # A deque: delivery pops from the left, one segment per step in durability="step", and a list
         # would make draining a large backlog quadratic.
-        self.segments: "deque[List[Any]]" = deque([k, None, None, None] for k in keys)
+        self.segments: "deque[Segment]" = deque(Segment(k) for k in keys)
         self._head_items: Optional[Tuple[int, List[bytes]]] = None  # decoded segment at the head
         self._undeleted: List[int] = []  # delivered segments whose delete the disk refused: tried again
         self.space_freed = threading.Event()  # set when delivered segments were deleted (a full disk waits on it)
@@ -332,7 +332,7 @@ class DiskQueue:
                 if self._owner:
                     raise
                 break  # a reader (queue status) reports the damage instead; its owner sets it aside
-            self.next_local = max(self.next_local, last[0] + last[1])
+            self.next_local = max(self.next_local, last.end)
             break
         for ranges in (self.removed_ranges, self.damaged_ranges):
             if ranges:
@@ -345,7 +345,7 @@ class DiskQueue:
         # database's size is mostly SQLite's own pages for a small backlog).
         pending = self.committed_pending()
         last_filled = self.segments[-1] if self.segments else None
-        self.pending_bytes = int(pending * last_filled[2] / max(1, last_filled[1])) if last_filled else 0
+        self.pending_bytes = int(pending * (last_filled.nbytes or 0) / max(1, last_filled.count or 0)) if last_filled else 0
 
     def _write_fresh_meta(self, producer: str, service_url: str, agent_name: str,
                           existing: Dict[str, Any], new: bool = False) -> Dict[str, Any]:
@@ -401,10 +401,10 @@ class DiskQueue:
 
     # --- damage ---------------------------------------------------------------------------------
 
-    def _fill(self, seg: List[Any]) -> List[bytes]:
+    def _fill(self, seg: Segment) -> List[bytes]:
         """The steps of ``seg``, checked; a segment that fails is set aside and _SetAside raised."""
         try:
-            blob = self._cache.get(seg[0])
+            blob = self._cache.get(seg.first)
         except sqlite3.Error as exc:
             if not _is_damage(exc):
                 raise _storage_error("read", self.directory, exc) from None
@@ -420,24 +420,24 @@ class DiskQueue:
         except SegmentDamaged as exc:
             self._set_aside(seg, blob, str(exc))
             raise _SetAside() from None
-        seg[1], seg[2], seg[3] = len(items), len(blob), t
+        seg.count, seg.nbytes, seg.time = len(items), len(blob), t
         return items
 
-    def _set_aside(self, seg: List[Any], blob: Optional[bytes], reason: str) -> None:
+    def _set_aside(self, seg: Segment, blob: Optional[bytes], reason: str) -> None:
         """Move a segment that failed its check out of the queue, its bytes to damaged/, its numbers held."""
         if not self._owner:
-            raise StorageError(f"the segment of steps from {seg[0]} in {self.directory} {reason}; open the queue "
+            raise StorageError(f"the segment of steps from {seg.first} in {self.directory} {reason}; open the queue "
                                "(or run `agents-bar-stream queue salvage`) to set it aside")
         with self._meta_lock, self.lock:
-            start = seg[0]
+            start = seg.first
             try:
-                index = next(i for i, s in enumerate(self.segments) if s[0] == start)
+                index = next(i for i, s in enumerate(self.segments) if s.first == start)
             except StopIteration:
                 return  # another thread set it aside first
-            if seg[1] is not None:
-                end = start + seg[1]  # counted when this process wrote or read it whole
+            if seg.count is not None:
+                end = start + seg.count  # counted when this process wrote or read it whole
             elif index + 1 < len(self.segments):
-                end = self.segments[index + 1][0]
+                end = self.segments[index + 1].first
             else:
                 # The last segment: its steps up to the last one ever sent may be on the server;
                 # the numbers after that were never used and are free again.
@@ -452,7 +452,7 @@ class DiskQueue:
             if blob is not None:
                 path = self._write_aside(f"segment-{start}", blob)
             record = {"time": time.time(), "what": "segment", "first_seq": start, "end_seq": end,
-                      "steps": None if seg[1] is None else seg[1], "reason": reason,
+                      "steps": None if seg.count is None else seg.count, "reason": reason,
                       "path": str(path) if path is not None else None}
             self.damage.append(record)
             logger.error("queue %s: the segment of steps from %d %s; it was set aside%s and is never sent as it "
@@ -566,9 +566,9 @@ class DiskQueue:
         """Commit ``items`` as one segment and offer it to the flusher; returns its size."""
         segment = self.store_segment(first_local, items, t)
         self.publish_segment(segment)
-        return int(segment[2])
+        return segment.nbytes or 0
 
-    def store_segment(self, first_local: int, items: List[bytes], t: float) -> List[Any]:
+    def store_segment(self, first_local: int, items: List[bytes], t: float) -> Segment:
         """Commit ``items`` to disk as one segment, not yet visible to readers; called with steps in order only."""
         blob = encode_segment(items, t)
         try:
@@ -576,9 +576,9 @@ class DiskQueue:
         except (OSError, sqlite3.Error) as exc:
             self._release_reserve()  # for the flusher's bookkeeping, which frees the space; step() waits
             raise _storage_error("write to", self.directory, exc) from None
-        return [first_local, len(items), len(blob), t]
+        return Segment(first_local, len(items), len(blob), t)
 
-    def publish_segment(self, segment: List[Any], then: Optional[Callable[[], None]] = None) -> None:
+    def publish_segment(self, segment: Segment, then: Optional[Callable[[], None]] = None) -> None:
         """Make a segment written by :meth:`store_segment` readable by the flusher and counted as pending.
 
         ``then`` runs in the same critical section: the group commit stops counting these steps as
@@ -587,7 +587,7 @@ class DiskQueue:
         """
         with self.lock:
             self.segments.append(segment)
-            self.committed_through = segment[0] + segment[1] - 1
+            self.committed_through = segment.end - 1
             if then is not None:
                 then()
 
@@ -641,7 +641,7 @@ class DiskQueue:
             self.in_flight_through = last_wanted
             segments = []
             for seg in self.segments:  # from the oldest; the ones wanted are at the front
-                if seg[0] > last_wanted:
+                if seg.first > last_wanted:
                     break
                 segments.append(seg)
         # The segments are read from disk outside the lock (a reopened backlog has not even their
@@ -653,10 +653,10 @@ class DiskQueue:
         local = first
         while i < len(segments) and len(items) < max_steps and local < stop_at:
             seg = segments[i]
-            if seg[0] > local:
+            if seg.first > local:
                 break  # a gap no range accounts for: never bridge it
             cached = self._head_items
-            if cached is not None and cached[0] == seg[0]:
+            if cached is not None and cached[0] == seg.first:
                 seg_items = cached[1]
             else:
                 try:
@@ -665,11 +665,11 @@ class DiskQueue:
                     with self.lock:
                         self.in_flight_through = -1
                     raise
-                self._head_items = (seg[0], seg_items)
-            if seg[0] + seg[1] <= local:  # wholly consumed already (the head of a partly delivered backlog)
+                self._head_items = (seg.first, seg_items)
+            if seg.end <= local:  # wholly consumed already (the head of a partly delivered backlog)
                 i += 1
                 continue
-            offset = local - seg[0]
+            offset = local - seg.first
             take = min(len(seg_items) - offset, max_steps - len(items), stop_at - local)
             chunk = seg_items[offset:offset + take]
             chunk_size = sum(map(len, chunk)) + len(chunk)
@@ -696,7 +696,7 @@ class DiskQueue:
             self.in_flight_through = -1
         if not items:
             return None
-        return Batch(first, wire, items, segments[0][3] or 0.0)
+        return Batch(first, wire, items, segments[0].time or 0.0)
 
     def claim(self, batch: Batch) -> bool:
         """Mark ``batch`` as being sent, durably and before the request goes out; False if it went stale.
@@ -748,19 +748,19 @@ class DiskQueue:
             doomed = []
             while self.segments:
                 seg = self.segments[0]
-                if seg[1] is None:
+                if seg.count is None:
                     try:
                         self._fill(seg)
                     except _SetAside:
                         continue  # set aside: its numbers are a damaged range now
-                if seg[0] + seg[1] - 1 > through_local:
+                if seg.end - 1 > through_local:
                     break
                 doomed.append(self.segments.popleft())
             self.consumed = through_local
             # A removed range is folded into the count only once no segment at or below it is held:
             # a 409 may rewind into a held, partly delivered segment, and wire_seq of the steps there
             # must still see every removed step after them.
-            held_from = self.segments[0][0] if self.segments else through_local + 1
+            held_from = self.segments[0].first if self.segments else through_local + 1
             while (self.removed_ranges and self.removed_ranges[0][1] - 1 <= through_local
                    and self.removed_ranges[0][1] <= held_from):
                 start, end = self.removed_ranges.pop(0)
@@ -771,10 +771,10 @@ class DiskQueue:
                    and self.damaged_ranges[0][1] <= held_from):
                 self.damaged_ranges.pop(0)
             damaged_meta = orjson.dumps(self.damaged_ranges) if len(self.damaged_ranges) != damaged_before else None
-            freed = sum(s[2] or 0 for s in doomed)
+            freed = sum(s.nbytes or 0 for s in doomed)
             undeleted, self._undeleted = self._undeleted, []
             self.pending_bytes = max(0, self.pending_bytes - freed)
-            if self._head_items is not None and any(s[0] == self._head_items[0] for s in doomed):
+            if self._head_items is not None and any(s.first == self._head_items[0] for s in doomed):
                 self._head_items = None
             consumed_now = before - self.committed_pending()
             if then is not None:
@@ -785,13 +785,13 @@ class DiskQueue:
                 self._cache.set("meta.removed", removed_meta)
                 if damaged_meta is not None:
                     self._cache.set("meta.damaged", damaged_meta)
-                for key in [*undeleted, *(seg[0] for seg in doomed)]:
+                for key in [*undeleted, *(seg.first for seg in doomed)]:
                     self._cache.delete(key)
         except (OSError, sqlite3.Error) as exc:
             # The server has these steps; if the delete is lost they are re-sent as duplicates,
             # which the server ignores. Log and carry on; the next delivery tries the deletes again.
             with self.lock:
-                self._undeleted = [*undeleted, *(seg[0] for seg in doomed), *self._undeleted]
+                self._undeleted = [*undeleted, *(seg.first for seg in doomed), *self._undeleted]
             self._release_reserve()
             logger.warning("could not record delivery in %s: %s", self.directory, exc)
         else:
@@ -840,15 +840,15 @@ class DiskQueue:
                 for seg in list(self.segments):  # a copy: one that fails its check leaves the deque
                     if freed >= need_bytes:
                         break
-                    if seg[0] <= max(after_local, self.consumed, self.in_flight_through, self.sent_through):
+                    if seg.first <= max(after_local, self.consumed, self.in_flight_through, self.sent_through):
                         continue
-                    if seg[1] is None:
+                    if seg.count is None:
                         try:
                             self._fill(seg)
                         except _SetAside:
                             continue
                     doomed.append(seg)
-                    freed += seg[2]
+                    freed += seg.nbytes or 0
                 if not doomed:
                     return 0, 0
                 # In memory first, so that the flusher never reads what is being dropped; put back
@@ -857,9 +857,9 @@ class DiskQueue:
                 ranges = old_ranges
                 for seg in doomed:
                     self.segments.remove(seg)
-                    ranges = with_range(ranges, seg[0], seg[0] + seg[1])
-                    dropped += seg[1]
-                    if self._head_items is not None and self._head_items[0] == seg[0]:
+                    ranges = with_range(ranges, seg.first, seg.end)
+                    dropped += seg.count or 0
+                    if self._head_items is not None and self._head_items[0] == seg.first:
                         self._head_items = None
                 self.removed_ranges = ranges
                 self.pending_bytes = max(0, self.pending_bytes - freed)
@@ -868,11 +868,11 @@ class DiskQueue:
                 with self._cache.transact():
                     self._cache.set("meta.removed", removed_meta)
                     for seg in doomed:
-                        self._cache.delete(seg[0])
+                        self._cache.delete(seg.first)
             except (OSError, sqlite3.Error) as exc:
                 with self.lock:
                     self.removed_ranges, self.pending_bytes = old_ranges, old_bytes
-                    self.segments = deque(sorted([*self.segments, *doomed], key=lambda s: s[0]))
+                    self.segments = deque(sorted([*self.segments, *doomed], key=lambda s: s.first))
                 raise _storage_error("drop from", self.directory, exc) from None
             return dropped, freed
 
@@ -885,7 +885,7 @@ class DiskQueue:
         them). In both the numbering moves so that the head is what the server expects.
         """
         with self.lock:
-            oldest_held = self.segments[0][0] if self.segments else head_local
+            oldest_held = self.segments[0].first if self.segments else head_local
             target = self.local_for_wire(expected_wire, oldest_held) if expected_wire >= self.wire_seq(oldest_held) else None
             in_damage = any(self.wire_seq(a) <= expected_wire < self.wire_seq(a) + (b - a)
                             for a, b in self.damaged_ranges if b > self.consumed)
@@ -924,13 +924,13 @@ class DiskQueue:
     def oldest_pending_time(self) -> Optional[float]:
         with self._meta_lock, self.lock:
             for seg in list(self.segments):  # a copy: one that fails its check leaves the deque
-                if seg[3] is None:
+                if seg.time is None:
                     try:
                         self._fill(seg)
                     except _SetAside:
                         continue
-                if seg[0] + seg[1] - 1 > self.consumed:
-                    return float(seg[3])
+                if seg.end - 1 > self.consumed:
+                    return float(seg.time or 0.0)
         return None
 
     def dead_letter_records(self) -> List[Dict[str, Any]]:
