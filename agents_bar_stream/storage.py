@@ -172,7 +172,6 @@ class DiskQueue:
     def __init__(self, directory: "os.PathLike[str] | str", *, service_url: str = "", agent_name: str = "",
                  lock: bool = True) -> None:
         self.directory = Path(directory)
-        self.pid = os.getpid()
         self._lock_fd: Optional[int] = None
         self._owner = lock  # only the owner of the queue sets damage aside; a reader reports it
         try:
