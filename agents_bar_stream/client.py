@@ -420,6 +420,9 @@ class RemoteAgent:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"RemoteAgent {self.agent_name!r} is closed")
+        if self._client._closed:
+            # Nothing could ever deliver a step queued now: refuse it rather than keep it pending.
+            raise ClosedError(f"the Client of RemoteAgent {self.agent_name!r} is closed; open a new Client and RemoteAgent")
 
     def create_agent(self, obs_size: int, action_size: int, agent_model: str, active: bool = True,
                      description: Optional[str] = None) -> Dict:
@@ -609,12 +612,15 @@ class RemoteAgent:
         with earlier steps): a bad one raises :class:`InvalidStepError` (a ValueError) and nothing is
         queued. With ``durability="step"`` it is on disk when this returns; with ``"batch"`` it is on
         disk within ``commit_interval``. A background thread delivers the queue in order, exactly once.
-        Raises :class:`QueueFullError` or :class:`StorageError` for local conditions only.
+        Raises :class:`QueueFullError` or :class:`StorageError` for local conditions only, and
+        :class:`ClosedError` after ``close()`` of this agent or of its Client.
         """
         stream = self._stream_obj
         # `forked` rather than comparing os.getpid() (a system call, ~0.2 µs, a tenth of a step):
-        # the fork hook flags every stream in a child process.
-        if stream is None or stream.forked:
+        # the fork hook flags every stream in a child process. A closed Client is checked here, on
+        # the fast path, with one attribute read: its flusher could never deliver the step.
+        if stream is None or stream.forked or self._client._closed:
+            self._check_open()
             stream = self._stream()
         return stream.put(obs, action, reward, next_obs, done)
 

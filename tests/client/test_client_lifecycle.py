@@ -121,3 +121,24 @@ def test_exists_on_a_dead_port_says_unavailable(closed_port_url):
     agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), "n")
     with pytest.raises(ServiceUnavailableError):
         agent.exists  # noqa: B018
+
+
+@pytest.mark.parametrize("stepped_before", [True, False], ids=["queue-open", "queue-not-open"])
+def test_step_after_the_client_is_closed(server, user, agent_name, tmp_path, stepped_before):
+    # A step queued after its Client is closed could never be delivered: it must be refused, not
+    # accepted (True) and left pending forever.
+    c = Client(base_url=server.url, username=user[0], password=user[1])
+    agent = RemoteAgent(c, agent_name, queue_dir=tmp_path)
+    try:
+        agent.create_agent(4, 2, "dqn")
+        if stepped_before:
+            assert agent.step(OBS, 0, 1.0, OBS, False) is True
+            assert agent.flush(timeout=30)
+        c.close()
+        with pytest.raises(ClosedError, match="Client .* is closed"):
+            agent.step(OBS, 1, 1.0, OBS, False)
+        assert agent.pending == 0
+    finally:
+        agent.close(timeout=2)
+        with Client(base_url=server.url, username=user[0], password=user[1]) as again:
+            RemoteAgent(again, agent_name).remove(agent_name=agent_name)
