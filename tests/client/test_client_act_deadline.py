@@ -215,3 +215,20 @@ def test_act_retried_across_a_restart(server_factory, user, agent_name, tmp_path
     agent.remove(agent_name=agent_name)
     agent.close()
     c.close()
+
+
+@pytest.mark.parametrize("credentials", [False, True], ids=["token", "login"])
+def test_deadline_error_keeps_the_last_failure(closed_port_url, credentials):
+    # The deadline error must say why there was no answer (here: nobody listens), and chain it,
+    # not only that time ran out.
+    if credentials:
+        c = Client(base_url=closed_port_url, username="u", password="p")
+    else:
+        c = Client(base_url=closed_port_url, access_token="t")
+    agent = RemoteAgent(c, "n", agent_model="dqn", act_timeout=1.0)
+    with pytest.raises(ServiceUnavailableError) as info:
+        agent.act(OBS)
+    assert "within 1 s" in str(info.value)
+    assert "connection refused" in str(info.value), str(info.value)
+    assert info.value.__cause__ is not None and "connection refused" in str(info.value.__cause__)
+    assert agent.stats["act_retries"] >= 1  # it did retry until the deadline

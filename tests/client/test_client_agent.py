@@ -18,8 +18,10 @@ from agents_bar_stream import (
     ConfigurationError,
     EncodedAgentState,
     InvalidRequestError,
+    InvalidStepError,
     RemoteAgent,
     ServiceUnavailableError,
+    StreamOptions,
     wait_until_agent_exists,
 )
 
@@ -293,9 +295,9 @@ def test_hparams_are_numbers_or_strings(client, agent_name, tmp_path):
 
 
 def test_batch_size_hyperparameter_reaches_the_server_through_config(client, agent_name, tmp_path):
-    # batch_size= is the streaming option (steps per request); a hyperparameter of the same name
-    # travels in config= (see README, "Moving from agents-bar").
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path, batch_size=500, config={"batch_size": 32})
+    # config= is merged over the keywords: the explicit mapping wins.
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path), batch_size=500,
+                        config={"batch_size": 32})
     try:
         agent.create_agent(4, 2, "dqn")
         assert agent.info()["config"].get("batch_size") == 32
@@ -438,3 +440,55 @@ def test_service_unavailable_is_not_an_api_error():
     # Callers tell "fix your call" from "try again later" by type; the families must not overlap.
     assert not issubclass(ServiceUnavailableError, APIError)
     assert not issubclass(AgentNotFoundError, ServiceUnavailableError)
+
+
+@pytest.mark.parametrize("form", ["numpy-2d", "nested-list"])
+def test_two_dimensional_observation_says_to_flatten(closed_port_url, form, tmp_path):
+    obs = [[0.1, 0.2], [0.3, 0.4]]
+    if form == "numpy-2d":
+        obs = np.array(obs)
+    agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), "n", agent_model="dqn", act_timeout=0.5,
+                        queue_dir=tmp_path)
+    with pytest.raises(ConfigurationError, match=r"flat sequence of numbers.*shape \(2, 2\).*ravel\(\)"):
+        agent.act(obs)
+    with pytest.raises(InvalidStepError, match=r"flat sequence of numbers.*shape \(2, 2\).*ravel\(\)"):
+        agent.step(obs, 0, 1.0, [0.1, 0.2, 0.3, 0.4], False)
+    agent.close(timeout=0)
+
+
+def test_a_wrong_first_step_does_not_lock_out_the_right_size(client, api, agent_name, tmp_path):
+    # An existing agent (obs_size 4) and a RemoteAgent that does not know its sizes: a first step
+    # of the wrong length must not become the shape every later step is held to.
+    api.create_agent(agent_name, obs_size=4, action_size=2)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path))
+    try:
+        assert agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False) is True
+        for i in range(5):
+            assert agent.step([float(i), 0.0, 0.0, 0.0], i % 2, 1.0, [float(i + 1), 0.0, 0.0, 0.0], False) is True
+        assert agent.flush(timeout=30), agent.stats
+        assert agent.stats["dead_lettered"] == 1 and agent.stats["delivered"] == 5
+        assert [e["step"]["obs"][0] for e in api.log(agent_name)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+        # The agent's size is known now: a wrong step is refused at step(), before anything is queued.
+        with pytest.raises(InvalidStepError, match="must have 4 numbers"):
+            agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False)
+        assert agent.pending == 0
+    finally:
+        agent.close(timeout=5)
+
+
+def test_the_flusher_corrects_a_shape_learnt_from_a_wrong_first_step(client, api, agent_name, tmp_path):
+    # The same, when nothing asks the server from step(): the flusher reads the agent's sizes
+    # before its first delivery and step() holds later steps to them.
+    api.create_agent(agent_name, obs_size=4, action_size=2)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path))
+    try:
+        assert agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False) is True
+        assert agent.flush(timeout=30), agent.stats
+        assert agent.stats["dead_lettered"] == 1
+        with pytest.raises(InvalidStepError, match="must have 4 numbers"):
+            agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False)
+        assert agent.step([0.1, 0.2, 0.3, 0.4], 1, 1.0, [0.2, 0.3, 0.4, 0.5], False) is True
+        assert agent.flush(timeout=30), agent.stats
+        assert agent.stats["delivered"] == 1 and len(api.log(agent_name)) == 1
+    finally:
+        agent.close(timeout=5)
