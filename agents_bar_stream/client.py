@@ -13,6 +13,7 @@ import logging
 import numbers
 import os
 import random
+import shutil
 import threading
 import time
 import warnings
@@ -520,7 +521,12 @@ class RemoteAgent:
         """Delete the agent; ``agent_name`` must repeat its name as a confirmation.
 
         With ``quite=True`` a wrong name is ignored (returns False); otherwise it raises ValueError.
-        Returns whether the service deleted it. The local queue is kept.
+        Returns whether the service deleted it.
+
+        A deleted agent's queue ends with it: a new agent of the same name is a new stream
+        (numbered from 0, under a new producer id), and steps the old one had not delivered are
+        never sent to it. They are kept, set aside in ``<queue_dir>.removed-<time>-<producer>``
+        with a WARNING that says how many; an empty queue is simply deleted.
         """
         if agent_name is None or agent_name != self.agent_name:
             if quite:
@@ -529,9 +535,54 @@ class RemoteAgent:
             raise ConfigurationError("to delete the agent, pass its name again as agent_name")
         logger.warning("agent %r is being deleted", agent_name)
         try:
-            return self._call("DELETE", self._path()).status == 202
+            deleted = self._call("DELETE", self._path()).status == 202
         except AgentNotFoundError:
             return False
+        if deleted:
+            self._retire_queue()
+        return deleted
+
+    def _retire_queue(self) -> None:
+        """End the deleted agent's producer stream: close its queue and set the directory aside.
+
+        Without this a new agent of the same name (which the server numbers from 0) would get the
+        old queue's numbering: a 409 the client must read as "the server lost steps" (issue 14),
+        and the old agent's undelivered steps applied to the new one.
+        """
+        with self._stream_lock:
+            stream, self._stream_obj = self._stream_obj, None
+        if stream is not None and stream.pid == os.getpid():
+            stream.close(0)  # stops the threads and writes what is in memory to disk
+        directory = Path(self._stream_options.queue_dir or cfg.default_queue_dir(self._client.base_url, self.agent_name))
+        if not (directory / "data").is_dir():
+            return
+        from agents_bar_stream.storage import read_queue_summary  # noqa: PLC0415 (keeps import light)
+
+        try:
+            summary = read_queue_summary(directory)
+        except (StorageError, OSError) as exc:
+            logger.warning("agent %r was deleted but its queue %s could not be read (%s); a new agent of that "
+                           "name may find the old numbering", self.agent_name, directory, exc)
+            return
+        holder = summary["locked_by_pid"]
+        if holder is not None and holder != str(os.getpid()):
+            logger.warning("agent %r was deleted but its queue %s is in use by process %s; a new agent of that name "
+                           "needs its own queue_dir", self.agent_name, directory, holder)
+            return
+        try:
+            if summary["pending"] == 0 and summary["dead_letters"] == 0 and holder is None:
+                shutil.rmtree(directory)
+                return
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            target = directory.with_name(f"{directory.name}.removed-{stamp}-{summary['producer_id']}")
+            os.rename(directory, target)
+        except OSError as exc:
+            logger.warning("agent %r was deleted but its queue %s could not be set aside (%s); a new agent of that "
+                           "name may find the old numbering", self.agent_name, directory, exc)
+            return
+        logger.warning("agent %r was deleted with %d undelivered steps and %d dead letters in its queue; they are "
+                       "kept in %s and are not sent to a new agent of that name", self.agent_name,
+                       summary["pending"], summary["dead_letters"], target)
 
     def info(self) -> Dict[str, Any]:
         """The agent's details as the server has them."""
