@@ -498,7 +498,10 @@ def _requeue(args: argparse.Namespace, path: Path, records: List[Dict[str, Any]]
     finally:
         queue.close()
     queued = 0
-    agent = RemoteAgent(client, summary["agent"], stream=StreamOptions(queue_dir=str(path)))
+    # flush_interval: nothing goes out before flush() below, so the flusher does not read the agent's
+    # sizes (and step() hold the rest to them) while the dead letters are being queued again: a
+    # step the server refuses again must become a dead letter again, not stop the requeue halfway.
+    agent = RemoteAgent(client, summary["agent"], stream=StreamOptions(queue_dir=str(path), flush_interval=3600.0))
     try:
         for r in records:
             s = r["step"]

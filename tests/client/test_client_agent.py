@@ -51,7 +51,7 @@ def test_create_and_act_each_model(make_agent, agent_name, model):
 
 
 def test_create_agent_returns_the_details(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path))
     try:
         details = agent.create_agent(obs_size=5, action_size=2, agent_model="DQN", description="my robot")
         assert isinstance(details, dict)
@@ -66,7 +66,7 @@ def test_create_agent_returns_the_details(client, agent_name, tmp_path):
 
 
 def test_create_inactive(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path))
     try:
         assert agent.create_agent(4, 2, "dqn", active=False)["is_active"] is False
         assert agent.is_active is False
@@ -83,7 +83,7 @@ def shared_agents(server, user, tmp_path_factory):
     c = Client(base_url=server.url, username=user[0], password=user[1])
     out = {}
     for model in ("dqn", "ddpg"):
-        a = RemoteAgent(c, f"shared-{model}-{random.getrandbits(32):08x}", queue_dir=tmp_path_factory.mktemp("q"))
+        a = RemoteAgent(c, f"shared-{model}-{random.getrandbits(32):08x}", stream=StreamOptions(queue_dir=tmp_path_factory.mktemp("q")))
         a.create_agent(4, 3, model)
         out[model] = a
     yield out
@@ -216,7 +216,7 @@ def test_bad_sizes_rejected_before_any_request(closed_port_url, sizes):
 
 def test_duplicate_name(make_agent, client, agent_name, tmp_path):
     make_agent(agent_name, "dqn")
-    again = RemoteAgent(client, agent_name, queue_dir=tmp_path / "again")
+    again = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path / "again"))
     with pytest.raises(AgentExistsError) as info:
         again.create_agent(4, 3, "ppo")
     assert info.value.status == 409
@@ -278,7 +278,7 @@ def test_sync_fills_what_a_fresh_agent_does_not_know(make_agent, client, agent_n
 
 
 def test_hparams_are_numbers_or_strings(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path, gamma=0.9, lr=0.001, using_double_q=True, n_steps=2)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path), gamma=0.9, lr=0.001, using_double_q=True, n_steps=2)
     try:
         agent.create_agent(4, 2, "dqn")
         hp = agent.hparams
@@ -306,7 +306,7 @@ def test_batch_size_hyperparameter_reaches_the_server_through_config(client, age
 
 
 def test_list_hyperparameter_reaches_the_server(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path, hidden_layers=[32, 32])
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path), hidden_layers=[32, 32])
     try:
         agent.create_agent(4, 2, "dqn")
         assert agent.info()["config"]["hidden_layers"] == [32, 32]
@@ -492,3 +492,19 @@ def test_the_flusher_corrects_a_shape_learnt_from_a_wrong_first_step(client, api
         assert agent.stats["delivered"] == 1 and len(api.log(agent_name)) == 1
     finally:
         agent.close(timeout=5)
+
+
+def test_a_shape_change_is_refused_when_the_server_cannot_say_which_is_right(closed_port_url, tmp_path):
+    # Sizes unknown and the service unreachable: the step that disagrees with the earlier ones is
+    # refused (nothing queued), with a message that says the size was only learnt from steps.
+    agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), "n", act_timeout=0.5,
+                        stream=StreamOptions(queue_dir=tmp_path))
+    try:
+        assert agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False) is True
+        started = time.monotonic()
+        with pytest.raises(InvalidStepError, match="must have 3 numbers.*not known yet"):
+            agent.step([0.1, 0.2, 0.3, 0.4], 0, 1.0, [0.2, 0.3, 0.4, 0.5], False)
+        assert time.monotonic() - started < 0.5 + 1.5  # bounded by act_timeout
+        assert agent.pending == 1
+    finally:
+        agent.close(timeout=0)

@@ -15,6 +15,7 @@ from agents_bar_stream import (
     ConfigurationError,
     RemoteAgent,
     ServiceUnavailableError,
+    StreamOptions,
     wait_until_agent_exists,
 )
 from agents_bar_stream.config import RetryPolicy
@@ -210,7 +211,7 @@ def test_wrong_credentials(server, who, agent_name):
 def test_relogin_after_tokens_expire(server_factory, user, agent_name, tmp_path):
     srv = server_factory(extra_args=["--token-ttl", "2"])
     with Client(base_url=srv.url, username=user[0], password=user[1]) as c:
-        agent = RemoteAgent(c, agent_name, queue_dir=tmp_path / "q")
+        agent = RemoteAgent(c, agent_name, stream=StreamOptions(queue_dir=tmp_path / "q"))
         agent.create_agent(4, 2, "dqn")
         assert agent.act(OBS) in (0, 1)
         old_token = login(srv.url, *user)

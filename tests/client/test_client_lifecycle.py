@@ -28,7 +28,7 @@ MARGIN = 1.5
 
 def test_closed_client_and_agent(server, user, agent_name, tmp_path):
     c = Client(base_url=server.url, username=user[0], password=user[1])
-    with RemoteAgent(c, agent_name, queue_dir=tmp_path) as agent:
+    with RemoteAgent(c, agent_name, stream=StreamOptions(queue_dir=tmp_path)) as agent:
         agent.create_agent(4, 2, "dqn")
         assert agent.act(OBS) in (0, 1)
     # __exit__ closed the agent: using it again is a clear error, not a silent reconnect.
@@ -58,7 +58,7 @@ def test_agent_builds_its_own_client(server, user, token, agent_name, clean_env)
 
 def test_concurrent_act_from_threads(server, user, agent_name, tmp_path):
     with Client(base_url=server.url, username=user[0], password=user[1]) as c:
-        agent = RemoteAgent(c, agent_name, queue_dir=tmp_path)
+        agent = RemoteAgent(c, agent_name, stream=StreamOptions(queue_dir=tmp_path))
         agent.create_agent(4, 3, "dqn")
         results: list = []
         errors: list = []
@@ -85,7 +85,7 @@ def test_concurrent_act_from_threads(server, user, agent_name, tmp_path):
 def test_no_secret_in_logs_or_errors(server, user, agent_name, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     with Client(base_url=server.url, username=user[0], password=user[1]) as c:
-        agent = RemoteAgent(c, agent_name, queue_dir=tmp_path)
+        agent = RemoteAgent(c, agent_name, stream=StreamOptions(queue_dir=tmp_path))
         agent.create_agent(4, 2, "dqn")
         agent.act(OBS)
         agent.step(OBS, 1, 0.5, OBS, False)
@@ -130,7 +130,7 @@ def test_step_after_the_client_is_closed(server, user, agent_name, tmp_path, ste
     # A step queued after its Client is closed could never be delivered: it must be refused, not
     # accepted (True) and left pending forever.
     c = Client(base_url=server.url, username=user[0], password=user[1])
-    agent = RemoteAgent(c, agent_name, queue_dir=tmp_path)
+    agent = RemoteAgent(c, agent_name, stream=StreamOptions(queue_dir=tmp_path))
     try:
         agent.create_agent(4, 2, "dqn")
         if stepped_before:
