@@ -552,7 +552,7 @@ class RemoteAgent:
         with self._stream_lock:
             stream, self._stream_obj = self._stream_obj, None
         if stream is not None and stream.pid == os.getpid():
-            stream.close(0)  # stops the threads and writes what is in memory to disk
+            stream.close(0, retiring=True)  # stops the threads and writes what is in memory to disk
         directory = Path(self._stream_options.queue_dir or cfg.default_queue_dir(self._client.base_url, self.agent_name))
         if not (directory / "data").is_dir():
             return
@@ -565,9 +565,12 @@ class RemoteAgent:
                            "name may find the old numbering", self.agent_name, directory, exc)
             return
         holder = summary["locked_by_pid"]
-        if holder is not None and holder != str(os.getpid()):
-            logger.warning("agent %r was deleted but its queue %s is in use by process %s; a new agent of that name "
-                           "needs its own queue_dir", self.agent_name, directory, holder)
+        # Held by this process after our own stream was closed: its flusher is finishing a request
+        # (it closes the queue when that ends). Held otherwise: another RemoteAgent or process
+        # still uses the queue, and it is not ours to move.
+        if holder is not None and (holder != str(os.getpid()) or stream is None):
+            logger.warning("agent %r was deleted but its queue %s is still in use (process %s); a new agent of "
+                           "that name needs its own queue_dir", self.agent_name, directory, holder)
             return
         try:
             if summary["pending"] == 0 and summary["dead_letters"] == 0 and holder is None:

@@ -291,8 +291,11 @@ class Stream:
                     return False
                 self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: Optional[float] = None, *, retiring: bool = False) -> None:
         """Deliver for up to ``timeout`` seconds, write what is in memory to disk, stop the threads.
+
+        ``retiring``: the agent was deleted and the caller sets the queue aside (and says so), so
+        the usual "they are sent by the next RemoteAgent" warning would be wrong.
 
         Bounded: a flusher still inside a request when time is up is left to finish it on its own
         (a daemon thread; its batch is on disk and is at worst re-sent as duplicates later).
@@ -316,7 +319,7 @@ class Stream:
             self._flusher.join(max(0.1, deadline - time.monotonic()))
         left = self.queue.committed_pending()
         self.left_at_close = left + len(self._buffer)
-        if not delivered or left:
+        if (not delivered or left) and not retiring:
             logger.warning("closing the stream of %r with %d steps undelivered; they stay in %s and are sent "
                            "by the next RemoteAgent opened on it (or `agents-bar-stream queue replay`)",
                            self.agent_name, left, self.queue.directory)

@@ -448,7 +448,7 @@ def test_two_dimensional_observation_says_to_flatten(closed_port_url, form, tmp_
     if form == "numpy-2d":
         obs = np.array(obs)
     agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), "n", agent_model="dqn", act_timeout=0.5,
-                        queue_dir=tmp_path)
+                        stream=StreamOptions(queue_dir=tmp_path))
     with pytest.raises(ConfigurationError, match=r"flat sequence of numbers.*shape \(2, 2\).*ravel\(\)"):
         agent.act(obs)
     with pytest.raises(InvalidStepError, match=r"flat sequence of numbers.*shape \(2, 2\).*ravel\(\)"):

@@ -196,6 +196,7 @@ def test_steps_pending_at_remove_are_not_sent_to_the_new_agent(server, user, api
         assert len(aside) == 1, list(tmp_path.iterdir())
         assert read_queue_summary(aside[0])["pending"] == 3  # kept, for a person to look at
         assert any("3 undelivered steps" in r.getMessage() and str(aside[0]) in r.getMessage() for r in caplog.records)
+        assert not any("sent by the next RemoteAgent" in r.getMessage() for r in caplog.records)
         agent.create_agent(4, 2, "dqn")
         for i in range(10, 12):
             agent.step(_obs(i), i % 2, 1.0, _obs(i + 1), False)
