@@ -29,8 +29,8 @@ __all__ = [
     "RetryPolicy",
     "StreamOptions",
     "Timeouts",
-    "default_queue_root",
     "default_queue_dir",
+    "default_queue_root",
     "env_credentials",
 ]
 

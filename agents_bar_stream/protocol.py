@@ -21,14 +21,14 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SUPPORTED_MODELS",
     "StepEncoder",
-    "check_numbers",
-    "encode_observation",
     "StepInvalid",
     "UnconfirmedShapeError",
     "agent_sizes",
+    "check_numbers",
+    "encode_observation",
+    "is_discrete",
     "is_valid_agent_name",
     "is_valid_producer_id",
-    "is_discrete",
     "validate_step",
 ]
 
