@@ -453,7 +453,7 @@ class RemoteAgent:
     def _exists(self, timeout: Optional[tuple]) -> bool:
         self._check_open()
         try:
-            return self._client.request("GET", self._path(), timeout=timeout).raise_for_status().ok
+            return isinstance(self._agent_details(timeout), dict)
         except AgentNotFoundError:
             # Only "no such agent" is an answer; refused credentials, a wrong address or an outage
             # raise, so that a caller never takes them for a missing agent (and re-creates it).
@@ -466,10 +466,23 @@ class RemoteAgent:
     def _is_active(self, timeout: Optional[tuple]) -> bool:
         self._check_open()
         try:
-            info = self._client.request("GET", self._path(), timeout=timeout).raise_for_status().json()
+            info = self._agent_details(timeout)
         except AgentNotFoundError:
             return False
-        return isinstance(info, dict) and bool(info.get("is_active"))
+        return bool(info.get("is_active"))
+
+    def _agent_details(self, timeout: Optional[tuple]) -> Dict[str, Any]:
+        """GET /agents/{name}, checked to be an agent's JSON (a web page answering 200 is not one)."""
+        response = self._client.request("GET", self._path(), timeout=timeout).raise_for_status()
+        try:
+            info = response.json()
+        except APIError:
+            info = None
+        if not isinstance(info, dict):
+            raise WrongServiceError(self._client._not_agents_bar(
+                f"GET {API_PREFIX}{self._path()} answered {response.status} without an agent's JSON "
+                f"({response.content[:60]!r})"))
+        return info
 
     def _path(self, suffix: str = "") -> str:
         return f"/agents/{self.agent_name}{suffix}"

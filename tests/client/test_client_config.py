@@ -16,6 +16,7 @@ from agents_bar_stream import (
     RemoteAgent,
     ServiceUnavailableError,
     StreamOptions,
+    WrongServiceError,
     wait_until_agent_exists,
 )
 from agents_bar_stream.config import RetryPolicy
@@ -295,3 +296,14 @@ def test_flusher_reports_a_server_that_is_not_agents_bar(foreign_http_server, us
         finally:
             agent.close(timeout=0.5)
         assert agent.pending == 1
+
+
+def test_token_client_on_another_web_server_says_so(foreign_http_server):
+    # No login to catch it: the agent's own answers (an HTML 404, a 200 web page) must not read as
+    # "no such agent" or "exists".
+    with Client(base_url=foreign_http_server, access_token="t") as c:
+        agent = RemoteAgent(c, "n")
+        with pytest.raises(WrongServiceError, match="does not look like an Agents Bar service"):
+            agent.exists  # noqa: B018
+        with pytest.raises(WrongServiceError):
+            wait_until_agent_exists(agent, max_seconds=1)
