@@ -9,7 +9,15 @@ import logging
 
 __version__ = "0.1.0"
 
-from agents_bar_stream.client import Client, EncodedAgentState, RemoteAgent, wait_until_agent_exists  # noqa: E402
+from agents_bar_stream import agents  # noqa: E402  (the published client's agents module)
+from agents_bar_stream.client import (  # noqa: E402
+    Client,
+    EncodedAgentState,
+    RemoteAgent,
+    wait_until_agent_exists,
+    wait_until_agent_is_active,
+)
+from agents_bar_stream.config import RetryPolicy, StreamOptions, Timeouts  # noqa: E402
 from agents_bar_stream.exceptions import (  # noqa: E402
     AgentExistsError,
     AgentNotFoundError,
@@ -30,6 +38,7 @@ from agents_bar_stream.exceptions import (  # noqa: E402
     ServiceUnavailableError,
     StorageError,
     StreamError,
+    WrongServiceError,
 )
 from agents_bar_stream.protocol import PROTOCOL_VERSION, SUPPORTED_MODELS  # noqa: E402
 
@@ -52,14 +61,20 @@ __all__ = [
     "QueueLockedError",
     "RemoteAgent",
     "RequestTimeoutError",
+    "RetryPolicy",
     "SUPPORTED_MODELS",
     "SequenceLostError",
     "ServerBusyError",
     "ServiceUnavailableError",
     "StorageError",
     "StreamError",
+    "StreamOptions",
+    "Timeouts",
+    "WrongServiceError",
     "__version__",
+    "agents",
     "wait_until_agent_exists",
+    "wait_until_agent_is_active",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -459,15 +459,15 @@ def _checked_client(args: argparse.Namespace, path: Path, summary: Dict[str, Any
 
 def cmd_queue_replay(args: argparse.Namespace) -> int:
     from agents_bar_stream.client import RemoteAgent
-    from agents_bar_stream.config import RetryPolicy
+    from agents_bar_stream.config import RetryPolicy, StreamOptions
     from agents_bar_stream.progress import Progress, format_duration
 
     path = _queue_dir(args.queue_dir)
     summary = _summary(path)
     client = _checked_client(args, path, summary)
     # A short maximum backoff: someone is watching, and the server is known to answer.
-    agent = RemoteAgent(client, summary["agent"], queue_dir=str(path),
-                        retry_policy=RetryPolicy(initial=0.05, max_delay=5.0))
+    agent = RemoteAgent(client, summary["agent"],
+                        stream=StreamOptions(queue_dir=str(path), retry_policy=RetryPolicy(initial=0.05, max_delay=5.0)))
     started = time.monotonic()
     deadline = None if args.timeout is None else started + args.timeout
     total = 0
@@ -554,6 +554,7 @@ def _requeue(args: argparse.Namespace, path: Path, records: List[Dict[str, Any]]
     import orjson
 
     from agents_bar_stream.client import RemoteAgent
+    from agents_bar_stream.config import StreamOptions
     from agents_bar_stream.storage import DiskQueue
 
     if not records:
@@ -578,7 +579,10 @@ def _requeue(args: argparse.Namespace, path: Path, records: List[Dict[str, Any]]
     finally:
         queue.close()
     queued = 0
-    agent = RemoteAgent(client, summary["agent"], queue_dir=str(path))
+    # flush_interval: nothing goes out before flush() below, so the flusher does not read the agent's
+    # sizes (and step() hold the rest to them) while the dead letters are being queued again: a
+    # step the server refuses again must become a dead letter again, not stop the requeue halfway.
+    agent = RemoteAgent(client, summary["agent"], stream=StreamOptions(queue_dir=str(path), flush_interval=3600.0))
     try:
         for r in records:
             s = r["step"]
@@ -645,17 +649,17 @@ def cmd_agents_list(args: argparse.Namespace) -> int:
 
 
 def cmd_agents_create(args: argparse.Namespace) -> int:
-    import orjson
+    from agents_bar_stream import agents
 
     client = _client(args)
     args._url_used = client.base_url
-    # Posted as is rather than through RemoteAgent: its keyword arguments mix streaming options
-    # with hyperparameters (batch_size is both) and take no lists (hidden_layers is one).
+    # The create request as is (agents.create, the published module's call): no RemoteAgent, whose
+    # queue this command has no use for.
     config = {**dict(args.param), "obs_size": args.obs_size, "action_size": args.action_size}
     payload = {"name": args.name, "model": args.model.lower(), "description": args.description,
                "config": config, "is_active": True}
     with client:
-        info = client.request("POST", "/agents/", body=orjson.dumps(payload)).raise_for_status().json()
+        info = agents.create(client, payload)
     print(f"created agent {info.get('name', args.name)} ({info.get('model', args.model)}, obs_size {args.obs_size}, "
           f"action_size {args.action_size}) at {client.base_url}")
     return EXIT_OK

@@ -13,8 +13,10 @@ import logging
 import numbers
 import os
 import random
+import shutil
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
@@ -24,6 +26,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_de
 from agents_bar_stream import config as cfg
 from agents_bar_stream.exceptions import (
     AgentNotFoundError,
+    AgentsBarError,
     APIError,
     AuthenticationError,
     ClosedError,
@@ -34,11 +37,20 @@ from agents_bar_stream.exceptions import (
     ServerBusyError,
     ServiceUnavailableError,
     StorageError,
+    WrongServiceError,
 )
-from agents_bar_stream.protocol import API_PREFIX, SUPPORTED_MODELS, encode_observation, is_discrete, is_valid_agent_name
+from agents_bar_stream.protocol import (
+    API_PREFIX,
+    SUPPORTED_MODELS,
+    UnconfirmedShapeError,
+    agent_sizes,
+    encode_observation,
+    is_discrete,
+    is_valid_agent_name,
+)
 from agents_bar_stream.transport import Response, Transport
 
-__all__ = ["Client", "EncodedAgentState", "RemoteAgent", "wait_until_agent_exists"]
+__all__ = ["Client", "EncodedAgentState", "RemoteAgent", "wait_until_agent_exists", "wait_until_agent_is_active"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +145,25 @@ class Client:
         if response.status in (400, 401, 403):
             raise AuthenticationError(
                 f"the server refused the credentials of {self.username!r}: {response.detail()}", status=response.status)
+        if response.status in (404, 405, 501):
+            # Every Agents Bar has this endpoint: no such path means the address is wrong (a wrong
+            # path after the host, or some other web server), not that an agent is missing.
+            raise WrongServiceError(self._not_agents_bar(f"POST {API_PREFIX}/login/access-token answered "
+                                                         f"{response.status} ({response.detail()[:80]})"))
         response.raise_for_status()
-        body = response.json()
+        try:
+            body = response.json()
+        except APIError:
+            body = None
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
-            raise AuthenticationError("the login answer has no access_token")
+            raise WrongServiceError(self._not_agents_bar(
+                f"POST {API_PREFIX}/login/access-token answered {response.status} without an access_token "
+                f"({response.content[:80]!r})"))
         self.__token = body["access_token"]
+
+    def _not_agents_bar(self, what: str) -> str:
+        return (f"{self.base_url} does not look like an Agents Bar service: {what}; check base_url (the "
+                f"service's address without {API_PREFIX}, e.g. {cfg.DEFAULT_BASE_URL})")
 
     def _auth(self, deadline: Optional[float]) -> "_AuthLock":
         """The login lock, waited for no longer than ``deadline`` (act() must not wait out another
@@ -202,13 +228,17 @@ class Client:
         self.close()
 
 
+class _DeadlinePassed(ServiceUnavailableError):
+    """No time was left for another attempt; says nothing of why the earlier ones failed."""
+
+
 def _bounded(timeout: Optional[tuple], deadline: Optional[float], connect: float) -> Optional[tuple]:
     """``timeout`` cut to what is left before ``deadline``; raises when nothing is left."""
     if deadline is None:
         return timeout
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise ServiceUnavailableError("the deadline passed")
+        raise _DeadlinePassed("the deadline passed")
     if timeout is None:
         return (min(connect, remaining), remaining)
     return (min(timeout[0], remaining), min(timeout[1], remaining))
@@ -226,7 +256,7 @@ class _AuthLock:
     def __enter__(self) -> None:
         wait = -1.0 if self.deadline is None else max(0.0, self.deadline - time.monotonic())
         if not self.lock.acquire(timeout=wait):
-            raise ServiceUnavailableError("the deadline passed while another thread was logging in")
+            raise _DeadlinePassed("the deadline passed while another thread was logging in")
 
     def __exit__(self, *exc: Any) -> None:
         self.lock.release()
@@ -261,10 +291,12 @@ class _DeadlineWait:
         return max(0.0, min(delay, self.deadline - time.monotonic()))
 
 
-# Options of RemoteAgent that are ours; every other keyword is an agent hyperparameter, as in the
-# published client (which sent its **kwargs as the agent's config).
-_STREAM_OPTIONS = frozenset({
-    "queue_dir", "durability", "batch_size", "flush_interval", "commit_interval", "max_pending_bytes",
+# The streaming options that RemoteAgent once took as keywords. They now live in StreamOptions
+# (stream=...); these still work, with a DeprecationWarning. `batch_size` is not among them: it is
+# also an ai-traineree hyperparameter (the learner's batch), and a program written for the
+# published client, which sent every unknown keyword as the agent's config, means that one.
+_DEPRECATED_STREAM_KEYWORDS = frozenset({
+    "queue_dir", "durability", "flush_interval", "commit_interval", "max_pending_bytes",
     "on_full", "block_timeout", "close_timeout", "retry_policy",
 })
 
@@ -276,8 +308,11 @@ class RemoteAgent:
         act_timeout: deadline in seconds for ``act`` across all its retries (default 5).
         fallback: ``callable(obs) -> action`` used by ``act`` when the service stays unreachable
             until the deadline; without it ``act`` raises :class:`ServiceUnavailableError`.
-        queue_dir, durability, batch_size, flush_interval, commit_interval, max_pending_bytes,
-        on_full, block_timeout, close_timeout: the streaming queue, see ``step``.
+        stream: a :class:`~agents_bar_stream.config.StreamOptions`, how the streaming queue of
+            ``step`` behaves (its directory, durability, batching, limits). Its fields given as
+            keywords (``queue_dir=``, ...) still work but are deprecated; ``batch_size=`` is the
+            agent's hyperparameter, as in the published client.
+        description: the agent's description, sent by ``create_agent`` (not a hyperparameter).
         obs_size, action_size, agent_model: known sizes and model (else read from the server).
         access_token, username, password: build a Client for this agent when ``client`` is None.
         Any other keyword is an agent hyperparameter sent with ``create_agent`` (numbers, strings or
@@ -286,7 +321,8 @@ class RemoteAgent:
 
     def __init__(self, client: Optional[Client], agent_name: str, *, act_timeout: float = cfg.DEFAULT_ACT_TIMEOUT,
                  fallback: Optional[Callable[[Any], ActionType]] = None, description: Optional[str] = None,
-                 config: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
+                 config: Optional[Mapping[str, Any]] = None, stream: Optional[cfg.StreamOptions] = None,
+                 **kwargs: Any) -> None:
         if not is_valid_agent_name(agent_name):
             # The name goes into URLs and the default queue directory's name: refuse what could
             # be read as a path or a query there, as the server does.
@@ -306,7 +342,20 @@ class RemoteAgent:
             raise ConfigurationError("fallback must be a callable taking obs and returning an action")
         self.fallback = fallback
         self._description = description
-        self._stream_options = {k: kwargs.pop(k) for k in list(kwargs) if k in _STREAM_OPTIONS}
+        if description is not None and not isinstance(description, str):
+            raise ConfigurationError(f"description must be a string or None, got {type(description).__name__}")
+        if stream is None:
+            stream = cfg.StreamOptions()
+        elif not isinstance(stream, cfg.StreamOptions):
+            raise ConfigurationError(f"stream must be an agents_bar_stream.StreamOptions, got {type(stream).__name__}")
+        old_style = {k: kwargs.pop(k) for k in list(kwargs) if k in _DEPRECATED_STREAM_KEYWORDS}
+        if old_style:
+            warnings.warn(
+                f"RemoteAgent({', '.join(f'{k}=' for k in sorted(old_style))}...) is deprecated: pass "
+                f"stream=StreamOptions({', '.join(f'{k}=...' for k in sorted(old_style))})",
+                DeprecationWarning, stacklevel=2)
+            stream = dataclasses.replace(stream, **old_style)  # validated again by StreamOptions
+        self._stream_options: cfg.StreamOptions = stream
         self._obs_size: Optional[int] = kwargs.get("obs_size")
         self._action_size: Optional[int] = kwargs.get("action_size")
         self._agent_model: Optional[str] = kwargs.pop("agent_model", None)
@@ -322,15 +371,13 @@ class RemoteAgent:
                     "hyperparameters (JSON values: numbers, strings, bools, lists)") from None
         self._config: Dict[str, Any] = hyper
         self._discrete: Optional[bool] = None
+        self._sizes_confirmed = False  # the sizes above are the agent's own (create_agent, sync), not a guess
         self.loss: Dict[str, float] = {}
         self._act_stats = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0}
         self._stream_obj: Any = None
         self._left_at_close = 0
         self._stream_lock = threading.Lock()
         self._closed = False
-        from agents_bar_stream.stream import validate_stream_options  # noqa: PLC0415 (keeps import light)
-
-        validate_stream_options(self._stream_options)
         self._resume_earlier_queue()
 
     def _resume_earlier_queue(self) -> None:
@@ -338,7 +385,7 @@ class RemoteAgent:
 
         A queue held by another process is left alone here; step() reports that if it is called.
         """
-        queue_dir = self._stream_options.get("queue_dir")
+        queue_dir = self._stream_options.queue_dir
         if queue_dir is None:
             queue_dir = cfg.default_queue_dir(self._client.base_url, self.agent_name)
         if not (Path(queue_dir) / "data").is_dir():
@@ -395,19 +442,47 @@ class RemoteAgent:
 
     @property
     def exists(self) -> bool:
-        """Whether the agent exists and this account can reach it."""
+        """Whether the agent exists and this account can reach it.
+
+        Raises :class:`AuthenticationError` when the credentials are refused,
+        :class:`WrongServiceError` when ``base_url`` is no Agents Bar, :class:`ServiceUnavailableError`
+        when the service cannot be reached: none of them means the agent does not exist.
+        """
         return self._exists(None)
 
     def _exists(self, timeout: Optional[tuple]) -> bool:
         self._check_open()
         try:
-            return self._client.request("GET", self._path(), timeout=timeout).raise_for_status().ok
-        except (APIError, AuthenticationError):
+            return isinstance(self._agent_details(timeout), dict)
+        except AgentNotFoundError:
+            # Only "no such agent" is an answer; refused credentials, a wrong address or an outage
+            # raise, so that a caller never takes them for a missing agent (and re-creates it).
             return False
 
     @property
     def is_active(self) -> bool:
         return bool(self.info().get("is_active"))
+
+    def _is_active(self, timeout: Optional[tuple]) -> bool:
+        self._check_open()
+        try:
+            info = self._agent_details(timeout)
+        except AgentNotFoundError:
+            return False
+        return bool(info.get("is_active"))
+
+    def _agent_details(self, timeout: Optional[tuple]) -> Dict[str, Any]:
+        """GET /agents/{name}, checked to be an agent's JSON (a web page answering 200 is not one)."""
+        response = self._client.request("GET", self._path(), timeout=timeout).raise_for_status()
+        try:
+            info = response.json()
+        except APIError:
+            info = None
+        if not isinstance(info, dict):
+            raise WrongServiceError(self._client._not_agents_bar(
+                f"GET {API_PREFIX}{self._path()} answered {response.status} without an agent's JSON "
+                f"({response.content[:60]!r})"))
+        return info
 
     def _path(self, suffix: str = "") -> str:
         return f"/agents/{self.agent_name}{suffix}"
@@ -420,6 +495,9 @@ class RemoteAgent:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"RemoteAgent {self.agent_name!r} is closed")
+        if self._client._closed:
+            # Nothing could ever deliver a step queued now: refuse it rather than keep it pending.
+            raise ClosedError(f"the Client of RemoteAgent {self.agent_name!r} is closed; open a new Client and RemoteAgent")
 
     def create_agent(self, obs_size: int, action_size: int, agent_model: str, active: bool = True,
                      description: Optional[str] = None) -> Dict:
@@ -440,6 +518,7 @@ class RemoteAgent:
         self._config["obs_size"] = obs_size
         self._config["action_size"] = action_size
         self._obs_size, self._action_size = obs_size, action_size
+        self._sizes_confirmed = True
         payload = {"name": self.agent_name, "model": self._agent_model,
                    "description": description if description is not None else self._description,
                    "config": self._config, "is_active": bool(active)}
@@ -455,7 +534,12 @@ class RemoteAgent:
         """Delete the agent; ``agent_name`` must repeat its name as a confirmation.
 
         With ``quite=True`` a wrong name is ignored (returns False); otherwise it raises ValueError.
-        Returns whether the service deleted it. The local queue is kept.
+        Returns whether the service deleted it.
+
+        A deleted agent's queue ends with it: a new agent of the same name is a new stream
+        (numbered from 0, under a new producer id), and steps the old one had not delivered are
+        never sent to it. They are kept, set aside in ``<queue_dir>.removed-<time>-<producer>``
+        with a WARNING that says how many; an empty queue is simply deleted.
         """
         if agent_name is None or agent_name != self.agent_name:
             if quite:
@@ -464,9 +548,57 @@ class RemoteAgent:
             raise ConfigurationError("to delete the agent, pass its name again as agent_name")
         logger.warning("agent %r is being deleted", agent_name)
         try:
-            return self._call("DELETE", self._path()).status == 202
+            deleted = self._call("DELETE", self._path()).status == 202
         except AgentNotFoundError:
             return False
+        if deleted:
+            self._retire_queue()
+        return deleted
+
+    def _retire_queue(self) -> None:
+        """End the deleted agent's producer stream: close its queue and set the directory aside.
+
+        Without this a new agent of the same name (which the server numbers from 0) would get the
+        old queue's numbering: a 409 the client must read as "the server lost steps" (issue 14),
+        and the old agent's undelivered steps applied to the new one.
+        """
+        with self._stream_lock:
+            stream, self._stream_obj = self._stream_obj, None
+        if stream is not None and stream.pid == os.getpid():
+            stream.close(0, retiring=True)  # stops the threads and writes what is in memory to disk
+        directory = Path(self._stream_options.queue_dir or cfg.default_queue_dir(self._client.base_url, self.agent_name))
+        if not (directory / "data").is_dir():
+            return
+        from agents_bar_stream.storage import read_queue_summary  # noqa: PLC0415 (keeps import light)
+
+        try:
+            summary = read_queue_summary(directory)
+        except (StorageError, OSError) as exc:
+            logger.warning("agent %r was deleted but its queue %s could not be read (%s); a new agent of that "
+                           "name may find the old numbering", self.agent_name, directory, exc)
+            return
+        holder = summary["locked_by_pid"]
+        # Held by this process after our own stream was closed: its flusher is finishing a request
+        # (it closes the queue when that ends). Held otherwise: another RemoteAgent or process
+        # still uses the queue, and it is not ours to move.
+        if holder is not None and (holder != str(os.getpid()) or stream is None):
+            logger.warning("agent %r was deleted but its queue %s is still in use (process %s); a new agent of "
+                           "that name needs its own queue_dir", self.agent_name, directory, holder)
+            return
+        try:
+            if summary["pending"] == 0 and summary["dead_letters"] == 0 and holder is None:
+                shutil.rmtree(directory)
+                return
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            target = directory.with_name(f"{directory.name}.removed-{stamp}-{summary['producer_id']}")
+            os.rename(directory, target)
+        except OSError as exc:
+            logger.warning("agent %r was deleted but its queue %s could not be set aside (%s); a new agent of that "
+                           "name may find the old numbering", self.agent_name, directory, exc)
+            return
+        logger.warning("agent %r was deleted with %d undelivered steps and %d dead letters in its queue; they are "
+                       "kept in %s and are not sent to a new agent of that name", self.agent_name,
+                       summary["pending"], summary["dead_letters"], target)
 
     def info(self) -> Dict[str, Any]:
         """The agent's details as the server has them."""
@@ -483,6 +615,7 @@ class RemoteAgent:
         self._obs_size = self._config.get("obs_size", self._config.get("obs_space"))
         self._action_size = self._config.get("action_size", self._config.get("action_space"))
         self._discrete = None
+        self._sizes_confirmed = self._obs_size is not None
         if self._stream_obj is not None:
             self._stream_obj.learn_shapes(self._obs_size, self._action_size, self.discrete)
 
@@ -525,19 +658,23 @@ class RemoteAgent:
         self._act_stats["act_calls"] += 1
         params = {"noise": noise}
         path = self._path("/act")
+        last: List[Optional[ServiceUnavailableError]] = [None]  # the last real failure, for the error's cause
         try:
             # The first attempt runs outside tenacity: the common case pays nothing for the retry machinery.
             try:
-                response = self._act_once(path, body, params, deadline)
+                response = self._act_once(path, body, params, deadline, last)
             except ServiceUnavailableError as exc:
                 if not _act_retryable(exc) or time.monotonic() >= deadline:
                     raise
-                response = self._act_retrying(path, body, params, deadline, exc)
+                response = self._act_retrying(path, body, params, deadline, exc, last)
         except ServiceUnavailableError as exc:
+            # The attempt that ends a deadline usually finds no time left at all; what the caller
+            # needs to read is why the attempts before it failed ("connection refused", a 503).
+            cause = last[0] or exc
             if self.fallback is None:
-                raise ServiceUnavailableError(f"act() got no answer within {budget:g} s: {exc}") from exc
+                raise ServiceUnavailableError(f"act() got no answer within {budget:g} s; last failure: {cause}") from cause
             self._act_stats["act_fallbacks"] += 1
-            logger.warning("act() fell back to the local policy: %s", exc)
+            logger.warning("act() fell back to the local policy: %s", cause)
             return self.fallback(obs)
         answer = response.json()
         action = answer.get("action") if isinstance(answer, dict) else None
@@ -556,11 +693,18 @@ class RemoteAgent:
             return int(action[0])
         return action
 
-    def _act_once(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float) -> Response:
-        return self._client.request("POST", path, body=body, params=params, deadline=deadline).raise_for_status()
+    def _act_once(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float,
+                  last: List[Optional[ServiceUnavailableError]]) -> Response:
+        try:
+            return self._client.request("POST", path, body=body, params=params, deadline=deadline).raise_for_status()
+        except _DeadlinePassed:
+            raise
+        except ServiceUnavailableError as exc:
+            last[0] = exc
+            raise
 
     def _act_retrying(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float,
-                      first: BaseException) -> Response:
+                      first: BaseException, last: List[Optional[ServiceUnavailableError]]) -> Response:
         retrying = Retrying(
             retry=retry_if_exception(_act_retryable),
             stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
@@ -571,7 +715,7 @@ class RemoteAgent:
         for attempt in retrying:
             with attempt:
                 self._act_stats["act_retries"] += 1
-                return self._act_once(path, body, params, deadline)
+                return self._act_once(path, body, params, deadline, last)
         raise ServiceUnavailableError("act() deadline passed")  # pragma: no cover (reraise=True raises)
 
     def _encode_obs(self, obs: Any) -> bytes:
@@ -593,7 +737,8 @@ class RemoteAgent:
 
                     discrete = is_discrete(self._agent_model) if self._agent_model else None
                     stream = Stream(self, obs_size=self._obs_size, action_size=self._action_size,
-                                    discrete=discrete, **self._stream_options)
+                                    discrete=discrete, confirmed=self._sizes_confirmed,
+                                    options=self._stream_options)
                     self._stream_obj = stream
         return stream
 
@@ -609,14 +754,43 @@ class RemoteAgent:
         with earlier steps): a bad one raises :class:`InvalidStepError` (a ValueError) and nothing is
         queued. With ``durability="step"`` it is on disk when this returns; with ``"batch"`` it is on
         disk within ``commit_interval``. A background thread delivers the queue in order, exactly once.
-        Raises :class:`QueueFullError` or :class:`StorageError` for local conditions only.
+        Raises :class:`QueueFullError` or :class:`StorageError` for local conditions only, and
+        :class:`ClosedError` after ``close()`` of this agent or of its Client.
         """
         stream = self._stream_obj
         # `forked` rather than comparing os.getpid() (a system call, ~0.2 µs, a tenth of a step):
-        # the fork hook flags every stream in a child process.
-        if stream is None or stream.forked:
+        # the fork hook flags every stream in a child process. A closed Client is checked here, on
+        # the fast path, with one attribute read: its flusher could never deliver the step.
+        if stream is None or stream.forked or self._client._closed:
+            self._check_open()
             stream = self._stream()
-        return stream.put(obs, action, reward, next_obs, done)
+        try:
+            return stream.put(obs, action, reward, next_obs, done)
+        except UnconfirmedShapeError as exc:
+            # This step disagrees with the shape of earlier steps, and the agent's own sizes are not
+            # known yet: ask the server (once; only on this error path) which shape is right.
+            if not self._confirm_sizes(stream, exc):
+                raise InvalidStepError(str(exc)) from None
+            return stream.put(obs, action, reward, next_obs, done)
+
+    def _confirm_sizes(self, stream: Any, exc: Exception) -> bool:
+        """Read the agent's sizes from the server, bounded by act_timeout; False when it cannot be done."""
+        try:
+            deadline = time.monotonic() + min(self.act_timeout, cfg.DEFAULT_ACT_TIMEOUT)
+            info = self._client.request("GET", self._path(), deadline=deadline).raise_for_status().json()
+        except AgentsBarError as err:
+            logger.info("step() of %r: %s; the agent's sizes could not be read to check it (%s)",
+                        self.agent_name, exc, err)
+            return False
+        obs_size, action_size, discrete = agent_sizes(info)
+        if obs_size is None or discrete is None:
+            return False
+        self._obs_size, self._action_size = obs_size, action_size
+        self._agent_model = str(info["model"]).lower()
+        self._discrete = discrete
+        self._sizes_confirmed = True
+        stream.learn_shapes(obs_size, action_size, discrete)
+        return True
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything queued so far is acknowledged by the server; True if it was in time."""
@@ -644,7 +818,7 @@ class RemoteAgent:
         else:  # no step() yet: the same keys, so a dashboard can read them from the start
             from agents_bar_stream.stream import idle_stats  # noqa: PLC0415
 
-            out.update(idle_stats(self._stream_options.get("durability", "batch")))
+            out.update(idle_stats(self._stream_options.durability))
         return out
 
     def close(self, timeout: Optional[float] = None) -> None:
@@ -666,19 +840,35 @@ class RemoteAgent:
 
 
 def wait_until_agent_exists(agent: RemoteAgent, max_seconds: float = 20, verbose: bool = False) -> bool:
-    """Poll until ``agent.exists`` or ``max_seconds`` pass; returns whether it exists."""
+    """Poll until ``agent.exists`` or ``max_seconds`` pass; returns whether it exists.
+
+    An unreachable service counts as "not yet"; refused credentials (:class:`AuthenticationError`)
+    and a ``base_url`` that is no Agents Bar (:class:`WrongServiceError`) raise at once.
+    """
+    return _poll(agent, agent._exists, max_seconds, verbose, "exist")
+
+
+def wait_until_agent_is_active(agent: RemoteAgent, max_seconds: float = 20, verbose: bool = False) -> bool:
+    """Poll until the agent exists and is active (``agent.is_active``) or ``max_seconds`` pass; returns whether it is.
+
+    Errors as :func:`wait_until_agent_exists`.
+    """
+    return _poll(agent, agent._is_active, max_seconds, verbose, "be active")
+
+
+def _poll(agent: RemoteAgent, check: Callable[[Optional[tuple]], bool], max_seconds: float, verbose: bool,
+          what: str) -> bool:
     deadline = time.monotonic() + _check_number("max_seconds", max_seconds)
     delay = 0.05
     while True:
         remaining = deadline - time.monotonic()
         try:
-            if remaining > 0 and agent._exists((min(3.05, remaining), remaining)):
+            if remaining > 0 and check((min(3.05, remaining), remaining)):
                 return True
         except ServiceUnavailableError as exc:
             if verbose:
-                logger.info("waiting for agent %r: %s", agent.agent_name, exc)
+                logger.info("waiting for agent %r to %s: %s", agent.agent_name, what, exc)
         if time.monotonic() + delay > deadline:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
-

@@ -11,7 +11,9 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
+
+from agents_bar_stream.exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_ACT_TIMEOUT",
@@ -25,9 +27,10 @@ __all__ = [
     "ENV_URL",
     "ENV_USERNAME",
     "RetryPolicy",
+    "StreamOptions",
     "Timeouts",
-    "default_queue_root",
     "default_queue_dir",
+    "default_queue_root",
     "env_credentials",
 ]
 
@@ -72,6 +75,67 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if not (self.initial > 0 and self.max_delay >= self.initial):
             raise ValueError("RetryPolicy needs 0 < initial <= max_delay")
+
+
+_DURABILITY = ("batch", "step")
+_ON_FULL = ("block", "raise", "drop_oldest")
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How ``RemoteAgent``'s streaming queue behaves: ``RemoteAgent(client, name, stream=StreamOptions(...))``.
+
+    A value object of its own, so that no option of the queue can shadow an agent hyperparameter
+    (``batch_size`` is the learner's, as in the published client; here it is the steps per request).
+    Checked once, when built: a bad value raises :class:`ConfigurationError` naming it.
+
+    queue_dir: the queue's directory (default: one per service URL and agent under
+        ``$AGENTS_BAR_STREAM_QUEUE_ROOT``, else ``~/.cache/agents-bar-stream/queues``).
+    durability: ``"batch"`` (group commit every ``commit_interval``) or ``"step"`` (each step
+        committed before ``step()`` returns).
+    batch_size: most steps per request (the server may ask for fewer).
+    flush_interval: seconds a short batch waits to fill before it is sent.
+    commit_interval: seconds between group commits with ``durability="batch"``.
+    max_pending_bytes: most bytes of undelivered steps kept on disk.
+    on_full: at ``max_pending_bytes``: ``"block"`` (up to ``block_timeout``), ``"raise"`` or ``"drop_oldest"``.
+    block_timeout: longest wait of ``on_full="block"`` before :class:`QueueFullError`.
+    close_timeout: how long ``close()`` and the exit hook try to deliver before leaving the rest on disk.
+    retry_policy: the flusher's backoff.
+    """
+
+    queue_dir: Optional[Union[str, "os.PathLike[str]"]] = None
+    durability: str = "batch"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    on_full: str = "block"
+    block_timeout: float = DEFAULT_BLOCK_TIMEOUT
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+    retry_policy: RetryPolicy = RetryPolicy()
+
+    def __post_init__(self) -> None:
+        if self.durability not in _DURABILITY:
+            raise ConfigurationError(f"durability must be one of {_DURABILITY}, got {self.durability!r}")
+        if self.on_full not in _ON_FULL:
+            raise ConfigurationError(f"on_full must be one of {_ON_FULL}, got {self.on_full!r}")
+        self._check("batch_size", integer=True)
+        self._check("max_pending_bytes", integer=True)
+        self._check("flush_interval", zero_ok=True)
+        self._check("commit_interval")
+        self._check("block_timeout", zero_ok=True)
+        self._check("close_timeout", zero_ok=True)
+        if not isinstance(self.retry_policy, RetryPolicy):
+            raise ConfigurationError("retry_policy must be an agents_bar_stream.config.RetryPolicy")
+        if self.queue_dir is not None and not isinstance(self.queue_dir, (str, os.PathLike)):
+            raise ConfigurationError(f"queue_dir must be a path, got {type(self.queue_dir).__name__}")
+
+    def _check(self, name: str, integer: bool = False, zero_ok: bool = False) -> None:
+        v = getattr(self, name)
+        ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and (v >= 0 if zero_ok else v > 0)
+        if not ok:
+            kind = "integer" if integer else "number"
+            raise ConfigurationError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} {kind}, got {v!r}")
 
 
 def env_credentials(environ: Optional[Mapping[str, str]] = None) -> tuple:

@@ -211,7 +211,7 @@ def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, passw
     import orjson
 
     from agents_bar_stream.client import Client, RemoteAgent
-    from agents_bar_stream.config import RetryPolicy
+    from agents_bar_stream.config import RetryPolicy, StreamOptions
 
     workdir = Path(tempfile.mkdtemp(prefix="agents-bar-demo-"))
     keep_workdir = False
@@ -247,7 +247,6 @@ def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, passw
         name = f"demo-cartpole-{secrets.token_hex(3)}"
         hyper = dict(DEMO_HYPERPARAMETERS, seed=seed)
         # Created over the direct link: a create whose answer the proxy drops would be retried into a 409.
-        # Posted as is: RemoteAgent's keyword arguments take batch_size as its streaming batch size.
         payload = {"name": name, "model": "dqn", "description": "agents-bar-stream demo",
                    "config": {**hyper, "obs_size": 4, "action_size": 2}, "is_active": True}
         admin.request("POST", "/agents/", body=orjson.dumps(payload)).raise_for_status()
@@ -255,9 +254,8 @@ def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, passw
         agent = RemoteAgent(
             link, name, agent_model="dqn", obs_size=4, action_size=2,
             act_timeout=ACT_TIMEOUT, fallback=lambda obs: rng.randrange(2),
-            queue_dir=str(workdir / "queue"),
             # The demo wants the queue to drain soon after the outage, not after a 30 s backoff.
-            retry_policy=RetryPolicy(initial=0.05, max_delay=1.0),
+            stream=StreamOptions(queue_dir=str(workdir / "queue"), retry_policy=RetryPolicy(initial=0.05, max_delay=1.0)),
         )
         # Open the queue (a SQLite database, two threads) before the loop, so that the first step()
         # costs what every other one does.

@@ -5,6 +5,7 @@ them here, so callers (and the retry predicates) test only these types::
 
     AgentsBarError
     ├── ConfigurationError (+ValueError)      a bad argument or missing credentials; fix the call
+    │   └── WrongServiceError                 base_url answers, but not as an Agents Bar service
     ├── InvalidStepError (+ValueError)        step() was given a transition that can never be accepted
     ├── AuthenticationError                   wrong credentials, or a token the server refuses
     ├── APIError                              the server answered with an error (.status, .detail)
@@ -51,6 +52,7 @@ __all__ = [
     "ServiceUnavailableError",
     "StorageError",
     "StreamError",
+    "WrongServiceError",
 ]
 
 
@@ -60,6 +62,12 @@ class AgentsBarError(Exception):
 
 class ConfigurationError(AgentsBarError, ValueError):
     """A bad argument or missing configuration (such as credentials); the call itself is wrong."""
+
+
+class WrongServiceError(ConfigurationError):
+    """``base_url`` answers, but not as an Agents Bar service (its login endpoint is a 404, say, or
+    ``/stream/info`` is an HTML page): the address is wrong. The flusher keeps the steps and retries
+    slowly, in case the right service comes back at that address."""
 
 
 class InvalidStepError(AgentsBarError, ValueError):

@@ -20,11 +20,14 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_when_eve
 from agents_bar_stream.config import RetryPolicy
 from agents_bar_stream.exceptions import (
     AgentNotFoundError,
+    AgentsBarError,
     APIError,
     AuthenticationError,
     ServerBusyError,
     ServiceUnavailableError,
+    WrongServiceError,
 )
+from agents_bar_stream.protocol import API_PREFIX
 from agents_bar_stream.storage import Batch, DiskQueue
 from agents_bar_stream.transport import Response
 
@@ -82,7 +85,7 @@ class Flusher(threading.Thread):
 
     def __init__(self, queue: DiskQueue, client: "Client", agent_name: str, *, batch_size: int,
                  flush_interval: float, policy: RetryPolicy, on_progress: Callable[[int, int], None],
-                 stats: Dict[str, Any]) -> None:
+                 stats: Dict[str, Any], on_agent_info: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         super().__init__(name=f"agents-bar-stream-flusher[{agent_name}]", daemon=True)
         self.queue = queue
         self.client = client
@@ -92,6 +95,11 @@ class Flusher(threading.Thread):
         self.policy = policy
         self.on_progress = on_progress  # (steps consumed, bytes freed), called after every delivery
         self.stats = stats
+        # The agent's details (GET /agents/{name}) go to on_agent_info once, before the first
+        # delivery, unless the sizes are known already (agent_known): step() then checks later
+        # steps against the agent's own sizes, not against the shape of a first step (issue 14).
+        self.on_agent_info = on_agent_info
+        self.agent_known = on_agent_info is None
         self.wake = threading.Event()  # new committed data
         self.hurry = threading.Event()  # cut the current backoff or wait short
         self.stop_event = threading.Event()
@@ -148,6 +156,19 @@ class Flusher(threading.Thread):
                 failures = 0
             except _Stopped:
                 raise
+            except WrongServiceError as exc:
+                # Not a passing state and not ours to fix: say so loudly (never `online`), keep the
+                # steps, and look again slowly, in case the right service comes back at this address.
+                failures += 1
+                self.legacy = None
+                self.stats["retries"] += 1
+                self.stats["online"] = False
+                self.stats["last_error"] = str(exc)
+                level = logging.ERROR if failures in (1, 10) or failures % 100 == 0 else logging.DEBUG
+                logger.log(level, "%s; keeping %d steps of %r and trying again (attempt %d)",
+                           exc, self.queue.committed_pending(), self.agent_name, failures)
+                delay = min(self.policy.max_delay, self.policy.initial * 2 ** min(failures + 3, 20))
+                self._sleep(random.uniform(delay / 2, delay))
             except Exception as exc:  # noqa: BLE001 - one bad answer or disk error must not end delivery
                 # Everything the answers of the protocol call for is handled in _deliver; this is
                 # for the rest (the local disk refusing a write, an answer we cannot read): the
@@ -178,6 +199,8 @@ class Flusher(threading.Thread):
             batch = self.queue.read_batch(max_steps, self.max_bytes - 256) or batch
         if self.legacy is None:
             self._probe()
+        if not self.agent_known:
+            self._learn_agent()
         if self.legacy and len(batch.items) > 1:
             batch = self.queue.read_batch(1, self.max_bytes - 256) or batch
         if not self.queue.claim(batch):
@@ -247,7 +270,7 @@ class Flusher(threading.Thread):
         """Ask the server whether it speaks the streaming extension (404: it does not)."""
         def call() -> Response:
             response = self.client.request("GET", "/stream/info", timeout=_SEND_TIMEOUT, auth=False)
-            if response.status == 404:
+            if response.status in (200, 404):
                 return response
             return response.raise_for_status()
 
@@ -259,16 +282,35 @@ class Flusher(threading.Thread):
             if self.stop_event.is_set():  # closed while the server was away: not an error
                 raise _Stopped() from exc
             raise
-        if response.status == 404:
+        info = _json_object(response)
+        if response.status == 404 and "detail" in info:
+            # An Agents Bar without Part 2 answers its JSON error; some other web server does not.
             self.legacy = True
             logger.warning("the server at %s has no streaming endpoint; sending steps one at a time "
                            "through /step (at-least-once: a retried step may be applied twice)", self.client.base_url)
+        elif response.status != 200 or type(info.get("protocol")) is not int:
+            kind = response.headers.get("Content-Type") or "no content type"
+            raise WrongServiceError(
+                f"{self.client.base_url} does not look like an Agents Bar service: GET {API_PREFIX}/stream/info "
+                f"answered {response.status} ({kind}: {response.content[:60]!r}), not the JSON of an Agents Bar; "
+                "check base_url")
         else:
-            info = response.json()
             self.legacy = False
             self.max_steps = max(1, min(self.batch_size, int(info.get("max_batch_steps", self.batch_size))))
             self.max_bytes = max(1024, int(info.get("max_batch_bytes", self.max_bytes)))
         self.stats["mode"] = "legacy" if self.legacy else "stream"
+
+    def _learn_agent(self) -> None:
+        """One try at the agent's details; nothing is retried here (delivery has its own backoff)."""
+        try:
+            response = self.client.request("GET", self._path, timeout=_SEND_TIMEOUT)
+        except AgentsBarError as exc:
+            logger.debug("could not read the details of agent %r: %s", self.agent_name, exc)
+            return
+        info = _json_object(response) if response.status == 200 else {}
+        if isinstance(info.get("config"), dict) and self.on_agent_info is not None:
+            self.on_agent_info(info)
+            self.agent_known = True
 
     # --- Part 2: batches ------------------------------------------------------------------------------
 

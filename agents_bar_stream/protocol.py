@@ -21,12 +21,14 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SUPPORTED_MODELS",
     "StepEncoder",
+    "StepInvalid",
+    "UnconfirmedShapeError",
+    "agent_sizes",
     "check_numbers",
     "encode_observation",
-    "StepInvalid",
+    "is_discrete",
     "is_valid_agent_name",
     "is_valid_producer_id",
-    "is_discrete",
     "validate_step",
 ]
 
@@ -63,6 +65,26 @@ def is_valid_agent_name(value: object) -> bool:
 
 def is_discrete(model: str) -> bool:
     return model.lower() in DISCRETE_MODELS
+
+
+def agent_sizes(info: Any) -> "tuple[Optional[int], Optional[int], Optional[bool]]":
+    """``(obs_size, action_size, discrete)`` of an agent's details (``GET /agents/{name}``); None where unknown.
+
+    The config's ``obs_size``/``action_size`` (or the older ``obs_space``/``action_space``, which the
+    published client also reads).
+    """
+    if not isinstance(info, Mapping):
+        return None, None, None
+    config = info.get("config")
+    if not isinstance(config, Mapping):
+        config = {}
+    sizes = []
+    for key, old in (("obs_size", "obs_space"), ("action_size", "action_space")):
+        v = config.get(key, config.get(old))
+        sizes.append(v if type(v) is int and v > 0 else None)
+    model = info.get("model")
+    discrete = is_discrete(model) if isinstance(model, str) else None
+    return sizes[0], sizes[1], discrete
 
 
 def check_numbers(name: str, value: Any, size: Optional[int]) -> None:
@@ -125,6 +147,11 @@ def validate_step(
 _NUMBER_TYPES = (int, float)
 
 
+class UnconfirmedShapeError(InvalidStepError):
+    """A step whose shape disagrees with what the encoder learnt from earlier steps only, the
+    agent's own sizes being unknown yet: the earlier steps may be the wrong ones (issue 14)."""
+
+
 def _is_array_bool(value: Any) -> bool:
     """numpy's bool scalar (``numpy.bool_``, named ``bool`` in numpy 2), told apart without importing numpy."""
     return getattr(getattr(value, "dtype", None), "kind", None) == "b"
@@ -139,6 +166,8 @@ def _plain_vector(name: str, value: Any) -> list:
     elif t is tuple:
         vec = list(value)
     elif hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        if getattr(value, "ndim", 1) > 1:
+            raise InvalidStepError(_not_flat(name, tuple(value.shape)))
         vec = value.tolist()
         if type(vec) is not list:
             vec = [vec]
@@ -163,11 +192,27 @@ def _slow_vector(name: str, vec: list) -> list:
             if type(item) not in _NUMBER_TYPES:
                 raise InvalidStepError(f"{name}[{i}] must be a number, got {t.__name__}")
             out.append(item)
-        elif isinstance(e, (list, tuple)):
-            raise InvalidStepError(f"{name} must be a flat list of numbers; {name}[{i}] is a sequence")
+        elif isinstance(e, (list, tuple)) or (hasattr(e, "__len__") and not isinstance(e, (str, bytes))):
+            raise InvalidStepError(_not_flat(name, _shape(vec)))
         else:
             raise InvalidStepError(f"{name}[{i}] must be a number, got {t.__name__}")
     return out
+
+
+def _shape(value: Any) -> tuple:
+    """The shape of nested sequences, read along the first element of each level."""
+    shape = []
+    while isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, bytes))):
+        shape.append(len(value))
+        if not len(value):
+            break
+        value = value[0]
+    return tuple(shape)
+
+
+def _not_flat(name: str, shape: tuple) -> str:
+    return (f"{name} must be a flat sequence of numbers; got a nested ({len(shape)}-D) value of shape {shape}: "
+            "flatten it (e.g. numpy's .ravel())")
 
 
 def _plain_number(name: str, value: Any) -> float:
@@ -190,15 +235,36 @@ class StepEncoder:
     length) from the agent's model when known, else from the first step, and then holds every
     later step to them, so that a bad transition fails in ``step()`` rather than hours later on
     the server. Not thread-safe by itself: the caller serializes calls.
+
+    ``confirmed`` says the sizes are the agent's own (read from the server). Until then they are a
+    guess, and a step that disagrees with it raises :class:`UnconfirmedShapeError`, so that the
+    caller can ask the server which of the two is right (:meth:`confirm`) instead of holding every
+    later step to a wrong first one.
     """
 
-    __slots__ = ("obs_size", "action_size", "discrete")
+    __slots__ = ("obs_size", "action_size", "discrete", "confirmed")
 
     def __init__(self, *, obs_size: Optional[int] = None, action_size: Optional[int] = None,
-                 discrete: Optional[bool] = None) -> None:
+                 discrete: Optional[bool] = None, confirmed: bool = False) -> None:
         self.obs_size = obs_size
         self.action_size = action_size
         self.discrete = discrete
+        self.confirmed = confirmed
+
+    def confirm(self, obs_size: Optional[int], action_size: Optional[int], discrete: Optional[bool]) -> None:
+        """The agent's own sizes and kind: they replace whatever was learnt from steps."""
+        if obs_size is not None:
+            self.obs_size = obs_size
+        if discrete is not None:
+            self.discrete = discrete
+        if action_size is not None or discrete is not None:
+            self.action_size = action_size
+        self.confirmed = obs_size is not None and discrete is not None
+
+    def _shape_error(self, message: str) -> InvalidStepError:
+        if self.confirmed:
+            return InvalidStepError(message)
+        return UnconfirmedShapeError(message + " (learnt from earlier steps; the agent's own size is not known yet)")
 
     def encode(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any) -> bytes:
         obs_v = _plain_vector("obs", obs)
@@ -207,7 +273,9 @@ class StepEncoder:
         if size is None:
             size = len(obs_v)
         if len(obs_v) != size or len(next_v) != size:
-            raise InvalidStepError(
+            if len(obs_v) != len(next_v) or self.obs_size is None:  # inconsistent within this step
+                raise InvalidStepError(f"obs and next_obs must have the same length, got {len(obs_v)} and {len(next_v)}")
+            raise self._shape_error(
                 f"obs and next_obs must have {size} numbers (the agent's observation size), "
                 f"got {len(obs_v)} and {len(next_v)}")
         action_v, discrete = self._action(action)
@@ -261,6 +329,8 @@ class StepEncoder:
             if type(a) is bool or type(a) is not int:
                 if type(a) is not bool and hasattr(a, "__index__"):
                     a = a.__index__()
+                elif self.discrete is not None and type(a) is not bool:
+                    raise self._shape_error(f"action of a discrete agent must be one integer, got {action!r:.60}")
                 else:
                     raise InvalidStepError(
                         f"action of a discrete agent must be one integer, got {action!r:.60}")
@@ -270,7 +340,7 @@ class StepEncoder:
             return [a], True
         vec = _plain_vector("action", action)
         if self.action_size is not None and len(vec) != self.action_size:
-            raise InvalidStepError(f"action must have {self.action_size} numbers, got {len(vec)}")
+            raise self._shape_error(f"action must have {self.action_size} numbers, got {len(vec)}")
         if not vec:
             raise InvalidStepError("action must not be empty")
         return vec, False

@@ -17,49 +17,19 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from agents_bar_stream import config as cfg
-from agents_bar_stream.exceptions import ClosedError, ConfigurationError, QueueFullError, StorageError
+from agents_bar_stream.exceptions import ClosedError, QueueFullError, StorageError
 from agents_bar_stream.flusher import Flusher
-from agents_bar_stream.protocol import StepEncoder
+from agents_bar_stream.protocol import StepEncoder, agent_sizes
 from agents_bar_stream.storage import DiskQueue
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents_bar_stream.client import RemoteAgent
 
-__all__ = ["Stream", "idle_stats", "validate_stream_options"]
+__all__ = ["Stream", "idle_stats"]
 
 logger = logging.getLogger(__name__)
 
-_DURABILITY = ("batch", "step")
 _SEGMENT_STEPS = 4096  # most steps in one committed segment (about 1 MB of CartPole steps)
-_ON_FULL = ("block", "raise", "drop_oldest")
-
-
-def validate_stream_options(options: Dict[str, Any]) -> None:
-    """Raise ConfigurationError (a ValueError) naming the first bad streaming option."""
-    def positive(name: str, integer: bool = False, zero_ok: bool = False) -> None:
-        if name not in options:
-            return
-        v = options[name]
-        ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and (v >= 0 if zero_ok else v > 0)
-        if not ok:
-            kind = "integer" if integer else "number"
-            raise ConfigurationError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} {kind}, got {v!r}")
-
-    if options.get("durability", "batch") not in _DURABILITY:
-        raise ConfigurationError(f"durability must be one of {_DURABILITY}, got {options['durability']!r}")
-    if options.get("on_full", "block") not in _ON_FULL:
-        raise ConfigurationError(f"on_full must be one of {_ON_FULL}, got {options['on_full']!r}")
-    positive("batch_size", integer=True)
-    positive("max_pending_bytes", integer=True)
-    positive("flush_interval", zero_ok=True)
-    positive("commit_interval")
-    positive("block_timeout", zero_ok=True)
-    positive("close_timeout", zero_ok=True)
-    if "retry_policy" in options and not isinstance(options["retry_policy"], cfg.RetryPolicy):
-        raise ConfigurationError("retry_policy must be an agents_bar_stream.config.RetryPolicy")
-    qd = options.get("queue_dir")
-    if qd is not None and not isinstance(qd, (str, os.PathLike)):
-        raise ConfigurationError(f"queue_dir must be a path, got {type(qd).__name__}")
 
 
 def _fresh_counters() -> Dict[str, Any]:
@@ -86,24 +56,22 @@ class Stream:
     """See the module docstring. Built by RemoteAgent on first use; not part of the public API."""
 
     def __init__(self, agent: "RemoteAgent", *, obs_size: Optional[int], action_size: Optional[int],
-                 discrete: Optional[bool], queue_dir: Any = None, durability: str = "batch",
-                 batch_size: int = cfg.DEFAULT_BATCH_SIZE, flush_interval: float = cfg.DEFAULT_FLUSH_INTERVAL,
-                 commit_interval: float = cfg.DEFAULT_COMMIT_INTERVAL,
-                 max_pending_bytes: int = cfg.DEFAULT_MAX_PENDING_BYTES, on_full: str = "block",
-                 block_timeout: float = cfg.DEFAULT_BLOCK_TIMEOUT, close_timeout: float = cfg.DEFAULT_CLOSE_TIMEOUT,
-                 retry_policy: cfg.RetryPolicy = cfg.RetryPolicy()) -> None:
+                 discrete: Optional[bool], confirmed: bool = False,
+                 options: cfg.StreamOptions = cfg.StreamOptions()) -> None:
         client = agent.client
         self.pid = os.getpid()
         self.agent_name = agent.agent_name
-        directory = queue_dir if queue_dir is not None else cfg.default_queue_dir(client.base_url, agent.agent_name)
+        directory = options.queue_dir
+        if directory is None:
+            directory = cfg.default_queue_dir(client.base_url, agent.agent_name)
         self.queue = DiskQueue(directory, service_url=client.base_url, agent_name=agent.agent_name)
-        self.durability = durability
-        self.commit_interval = commit_interval
-        self.max_pending_bytes = max_pending_bytes
-        self.on_full = on_full
-        self.block_timeout = block_timeout
-        self.close_timeout = close_timeout
-        self._encoder = StepEncoder(obs_size=obs_size, action_size=action_size, discrete=discrete)
+        self.durability = options.durability
+        self.commit_interval = options.commit_interval
+        self.max_pending_bytes = options.max_pending_bytes
+        self.on_full = options.on_full
+        self.block_timeout = options.block_timeout
+        self.close_timeout = options.close_timeout
+        self._encoder = StepEncoder(obs_size=obs_size, action_size=action_size, discrete=discrete, confirmed=confirmed)
         # step() takes the bare lock (a C-level `with`, ~0.1 µs cheaper than the Condition's
         # Python-level one); waits and notifications go through the Condition over the same lock.
         self._lock = threading.Lock()
@@ -123,9 +91,11 @@ class Stream:
         self._started = False
         self.left_at_close = 0  # steps still queued when close() returned
         self.stats_counters = _fresh_counters()
-        self._flusher = Flusher(self.queue, client, agent.agent_name, batch_size=batch_size,
-                                flush_interval=flush_interval, policy=retry_policy,
-                                on_progress=self._on_progress, stats=self.stats_counters)
+        self._flusher = Flusher(self.queue, client, agent.agent_name, batch_size=options.batch_size,
+                                flush_interval=options.flush_interval, policy=options.retry_policy,
+                                on_progress=self._on_progress, stats=self.stats_counters,
+                                on_agent_info=self._on_agent_info)
+        self._flusher.agent_known = confirmed
         self._committer: Optional[threading.Thread] = None
         self._commit_wake = threading.Event()
         _LIVE.add(self)
@@ -152,14 +122,29 @@ class Stream:
         self._flusher.hurry.set()
         self._flusher.wake.set()
 
-    def learn_shapes(self, obs_size: Optional[int], action_size: Optional[int], discrete: bool) -> None:
+    def learn_shapes(self, obs_size: Optional[int], action_size: Optional[int], discrete: Optional[bool]) -> None:
+        """The agent's own sizes (from the server): they replace what was learnt from steps.
+
+        A wrong first step must not hold every later, correct one to its shape (issue 14): the
+        steps already queued in that shape are refused by the server and dead-lettered, and the
+        ones that follow are checked against the agent's real sizes.
+        """
         with self._cond:
             enc = self._encoder
-            if obs_size is not None:
-                enc.obs_size = obs_size
-            if action_size is not None:
-                enc.action_size = action_size
-            enc.discrete = discrete
+            before = (enc.obs_size, enc.action_size, enc.discrete)
+            enc.confirm(obs_size, action_size, discrete)
+            if enc.confirmed:
+                self._flusher.agent_known = True
+            after = (enc.obs_size, enc.action_size, enc.discrete)
+        if None not in before and before != after:
+            logger.warning("the steps of %r had the shape (obs %s, action %s, discrete %s) but the agent's is "
+                           "(obs %s, action %s, discrete %s); later steps are checked against the agent's, and "
+                           "the server will refuse those already queued in the other shape (dead letters)",
+                           self.agent_name, *before, *after)
+
+    def _on_agent_info(self, info: Dict[str, Any]) -> None:
+        """The flusher read the agent's details from the server."""
+        self.learn_shapes(*agent_sizes(info))
 
     # --- step() ------------------------------------------------------------------------------------
 
@@ -317,8 +302,11 @@ class Stream:
                     return False
                 self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: Optional[float] = None, *, retiring: bool = False) -> None:
         """Deliver for up to ``timeout`` seconds, write what is in memory to disk, stop the threads.
+
+        ``retiring``: the agent was deleted and the caller sets the queue aside (and says so), so
+        the usual "they are sent by the next RemoteAgent" warning would be wrong.
 
         Bounded: a flusher still inside a request when time is up is left to finish it on its own
         (a daemon thread; its batch is on disk and is at worst re-sent as duplicates later).
@@ -343,7 +331,7 @@ class Stream:
             self._flusher.join(max(0.1, deadline - time.monotonic()))
         left = self.queue.committed_pending()
         self.left_at_close = left + len(self._buffer)
-        if not delivered or left:
+        if (not delivered or left) and not retiring:
             logger.warning("closing the stream of %r with %d steps undelivered; they stay in %s and are sent "
                            "by the next RemoteAgent opened on it (or `agents-bar-stream queue replay`)",
                            self.agent_name, left, self.queue.directory)

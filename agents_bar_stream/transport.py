@@ -30,6 +30,7 @@ from agents_bar_stream.exceptions import (
     PayloadTooLargeError,
     RequestTimeoutError,
     ServerBusyError,
+    WrongServiceError,
 )
 
 __all__ = ["Response", "Transport", "error_for"]
@@ -118,6 +119,13 @@ def error_for(response: Response) -> Exception:
     if status in _RETRYABLE_STATUS:
         return ServerBusyError(status, detail, retry_after=_retry_after(response.headers))
     if status == 404:
+        if not (isinstance(body, dict) and "detail" in body):
+            # Every answer of an Agents Bar, a 404 included, is JSON with a detail; a bare or HTML
+            # 404 comes from some other web server at this address (or a wrong path before /api/v1).
+            kind = response.headers.get("Content-Type") or "no content type"
+            return WrongServiceError(
+                f"{response.method} {response.path} answered 404 without an Agents Bar's JSON error ({kind}: "
+                f"{response.content[:60]!r}): the service URL does not look like an Agents Bar service; check base_url")
         return AgentNotFoundError(status, detail, **kwargs)
     if status == 409:
         return AgentExistsError(status, detail, **kwargs)

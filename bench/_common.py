@@ -224,10 +224,10 @@ def our_client(url: str):
 
 
 def create_agent(url: str, name: str) -> None:
-    from agents_bar_stream import RemoteAgent
+    from agents_bar_stream import RemoteAgent, StreamOptions
 
     with our_client(url) as client:
-        RemoteAgent(client, name, queue_dir=tempfile.mkdtemp(prefix="agents-bar-create-")).create_agent(
+        RemoteAgent(client, name, stream=StreamOptions(queue_dir=tempfile.mkdtemp(prefix="agents-bar-create-"))).create_agent(
             obs_size=OBS_SIZE, action_size=ACTION_SIZE, agent_model=MODEL)
 
 

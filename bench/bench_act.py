@@ -33,7 +33,7 @@ def main() -> int:
     import orjson
     import requests
 
-    from agents_bar_stream import RemoteAgent
+    from agents_bar_stream import RemoteAgent, StreamOptions
 
     pool = c.transitions()
     lat: Dict[str, List[int]] = {"ours: RemoteAgent.act": [], "bare requests.Session.post": []}
@@ -46,7 +46,7 @@ def main() -> int:
             name = c.agent_name("act")
             c.create_agent(server.url, name)
             client = c.our_client(server.url)
-            agent = RemoteAgent(client, name, queue_dir=work / "queue")
+            agent = RemoteAgent(client, name, stream=StreamOptions(queue_dir=work / "queue"))
             session = requests.Session()
             token = session.post(server.api_url + "/login/access-token",
                                  data={"username": c.USER[0], "password": c.USER[1]}).json()["access_token"]

@@ -48,12 +48,12 @@ def rss() -> int:
 
 
 def grow(durability: str, checkpoints: List[int], window: int, queue_dir: Path, pool: List[tuple]) -> List[Dict]:
-    from agents_bar_stream import RemoteAgent
+    from agents_bar_stream import RemoteAgent, StreamOptions
     from agents_bar_stream.protocol import StepEncoder
 
     wire = sum(len(StepEncoder().encode(*t)) + 1 for t in pool) / len(pool)
     client = c.our_client(c.dead_url())
-    agent = RemoteAgent(client, c.agent_name("growth"), queue_dir=queue_dir, durability=durability)
+    agent = RemoteAgent(client, c.agent_name("growth"), stream=StreamOptions(queue_dir=queue_dir, durability=durability))
     agent.open_queue()
     rss0 = rss()
     step = agent.step

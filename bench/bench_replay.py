@@ -48,14 +48,14 @@ def rss_now() -> int:
 
 def child(url: str, name: str, queue_dir: str, n: int) -> int:
     logging.getLogger("agents_bar_stream").setLevel(logging.CRITICAL)
-    from agents_bar_stream import RemoteAgent
+    from agents_bar_stream import RemoteAgent, StreamOptions
 
     def say(**kw: Any) -> None:
         print(json.dumps(kw), flush=True)
 
     pool = c.transitions()
     client = c.our_client(url)
-    agent = RemoteAgent(client, name, queue_dir=queue_dir)
+    agent = RemoteAgent(client, name, stream=StreamOptions(queue_dir=queue_dir))
     agent.open_queue()
     say(phase="ready", rss=rss_now())
     step = agent.step

@@ -38,10 +38,10 @@ def time_calls(fn: Callable[..., Any], pool: List[tuple], n: int) -> List[int]:
 
 def run_agent(url: str, name: str, queue_dir: Path, durability: str, pool: List[tuple], n: int,
               close_timeout: float) -> Dict[str, Any]:
-    from agents_bar_stream import RemoteAgent
+    from agents_bar_stream import RemoteAgent, StreamOptions
 
     client = c.our_client(url)
-    agent = RemoteAgent(client, name, queue_dir=queue_dir, durability=durability)
+    agent = RemoteAgent(client, name, stream=StreamOptions(queue_dir=queue_dir, durability=durability))
     agent.open_queue()
     time_calls(agent.step, pool, WARMUP)
     lat = time_calls(agent.step, pool, n)

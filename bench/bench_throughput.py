@@ -28,10 +28,10 @@ from agents_bar_stream.config import DEFAULT_BATCH_SIZE  # noqa: E402
 
 
 def ours(url: str, name: str, queue_dir: Path, pool: List[tuple], n: int) -> Dict[str, Any]:
-    from agents_bar_stream import RemoteAgent
+    from agents_bar_stream import RemoteAgent, StreamOptions
 
     client = c.our_client(url)
-    agent = RemoteAgent(client, name, queue_dir=queue_dir)
+    agent = RemoteAgent(client, name, stream=StreamOptions(queue_dir=queue_dir))
     step = agent.step
     for i in range(100):  # warm-up: queue opened, logged in, server probed, connection open
         t = pool[i]

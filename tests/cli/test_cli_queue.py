@@ -11,7 +11,7 @@ import sys
 import pytest
 from support.api import Api, login, wait_for
 
-from agents_bar_stream import Client, RemoteAgent
+from agents_bar_stream import Client, RemoteAgent, StreamOptions
 from agents_bar_stream.flaky import FlakyProxy
 
 STEPS = 40
@@ -29,7 +29,7 @@ def stopped_server_queue(server_factory, user, agent_name, tmp_path):
     srv = server_factory()
     queue_dir = tmp_path / "queue"
     client = Client(base_url=srv.url, username=user[0], password=user[1])
-    agent = RemoteAgent(client, agent_name, queue_dir=str(queue_dir))
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=str(queue_dir)))
     agent.create_agent(obs_size=4, action_size=2, agent_model="dqn")
     srv.stop()
     _steps(agent, STEPS)
@@ -99,7 +99,7 @@ def test_status_lists_every_queue_under_the_root_and_shows_the_lock(cli, server,
     assert _status(cli) == []
 
     client = Client(base_url=server.url, username=user[0], password=user[1])
-    agent = RemoteAgent(client, agent_name, queue_dir=str(root / "one"))
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=str(root / "one")))
     agent.create_agent(obs_size=4, action_size=2, agent_model="dqn")
     _steps(agent, 5)
     try:
@@ -133,8 +133,10 @@ def test_dead_letters_list_export_and_requeue(cli, creds, server, api, user, age
     queue_dir = tmp_path / "queue"
     client = Client(base_url=server.url, username=user[0], password=user[1])
     # No create through this agent, so it knows neither the model nor the sizes: the 3-number
-    # observations pass the local checks and the server refuses them (422).
-    agent = RemoteAgent(client, agent_name, queue_dir=str(queue_dir))
+    # observations pass the local checks and the server refuses them (422). (The flusher reads the
+    # agent's sizes before its first request, after which step() would refuse such a step itself:
+    # flush_interval=1 keeps it from starting before all three are queued.)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=str(queue_dir), flush_interval=1.0))
     _steps(agent, 3, obs_size=3)
     try:
         wait_for(lambda: agent.stats["dead_lettered"] == 3, timeout=30, message="three dead letters")

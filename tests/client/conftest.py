@@ -6,12 +6,17 @@ network faults (a port nobody listens on, a socket that accepts and never answer
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import http.server
 import socket
 import threading
 
 import pytest
 
-from agents_bar_stream import AgentsBarError, Client, RemoteAgent
+from agents_bar_stream import AgentsBarError, Client, RemoteAgent, StreamOptions
+
+_STREAM_FIELDS = {f.name for f in dataclasses.fields(StreamOptions)}
 
 _ENV_NAMES = (
     "AGENTS_BAR_URL",
@@ -47,12 +52,14 @@ def other_client(server, other_user):
 @pytest.fixture
 def make_agent(client, tmp_path):
     """``make(name, model="dqn", obs_size=4, action_size=3, **options) -> RemoteAgent``, created on the
-    shared server; every agent made is removed and closed at teardown."""
+    shared server; every agent made is removed and closed at teardown. Options named like a field
+    of StreamOptions (queue_dir, batch_size, ...) go there; the others to RemoteAgent."""
     made = []
 
     def make(name, model="dqn", obs_size=4, action_size=3, *, on=None, **options):
-        options.setdefault("queue_dir", tmp_path / f"queue-{len(made)}")
-        agent = RemoteAgent(on or client, name, **options)
+        stream = {k: options.pop(k) for k in list(options) if k in _STREAM_FIELDS}
+        stream.setdefault("queue_dir", tmp_path / f"queue-{len(made)}")
+        agent = RemoteAgent(on or client, name, stream=StreamOptions(**stream), **options)
         agent.create_agent(obs_size, action_size, model)
         made.append(agent)
         return agent
@@ -121,3 +128,45 @@ def silent_server(request):
     srv = SilentServer(accept=request.param)
     yield srv
     srv.close()
+
+
+class _CatchAllPage(http.server.BaseHTTPRequestHandler):
+    """A web server that is not an Agents Bar: every GET and POST gets the same HTML page."""
+
+    def _page(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b"<html><body>Welcome to nginx!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _page
+
+    def log_message(self, *args) -> None:  # keep the test output quiet
+        pass
+
+
+class _StaticFiles(http.server.SimpleHTTPRequestHandler):
+    """``python -m http.server`` on an empty directory: HTML 404 for GET, 501 for POST."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(params=["static-files", "catch-all-page"])
+def foreign_http_server(request, tmp_path):
+    """The URL of a real HTTP server on 127.0.0.1 that is not an Agents Bar service."""
+    if request.param == "static-files":
+        handler = functools.partial(_StaticFiles, directory=str(tmp_path))
+    else:
+        handler = _CatchAllPage
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="foreign-http", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)

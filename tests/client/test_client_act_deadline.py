@@ -13,6 +13,7 @@ from agents_bar_stream import (
     ConfigurationError,
     RemoteAgent,
     ServiceUnavailableError,
+    StreamOptions,
 )
 from agents_bar_stream.config import Timeouts
 from agents_bar_stream.flaky import FlakyProxy
@@ -34,7 +35,7 @@ def stopped(user, tmp_path_factory):
     srv.start(timeout=120)
     try:
         c = Client(base_url=srv.url, username=user[0], password=user[1])
-        agent = RemoteAgent(c, "stopped-agent", queue_dir=tmp_path_factory.mktemp("q"))
+        agent = RemoteAgent(c, "stopped-agent", stream=StreamOptions(queue_dir=tmp_path_factory.mktemp("q")))
         agent.create_agent(4, 2, "dqn")
         assert agent.act(OBS) in (0, 1)
         agent.close()
@@ -148,7 +149,7 @@ def test_stalled_server_behind_a_proxy(server, user, agent_name, tmp_path):
     """A paused server (a proxy holding all traffic): act gives up by its deadline and works again after."""
     with FlakyProxy(server.url, seed=1) as proxy:
         c = Client(base_url=proxy.url, username=user[0], password=user[1])
-        agent = RemoteAgent(c, agent_name, queue_dir=tmp_path, act_timeout=1.0)
+        agent = RemoteAgent(c, agent_name, stream=StreamOptions(queue_dir=tmp_path), act_timeout=1.0)
         try:
             agent.create_agent(4, 2, "dqn")
             assert agent.act(OBS) in (0, 1)
@@ -171,7 +172,7 @@ def test_outage_via_proxy_is_ridden_out(server, user, agent_name, tmp_path):
     """Connections reset for a second: act with a longer deadline retries through it."""
     with FlakyProxy(server.url, seed=2) as proxy:
         c = Client(base_url=proxy.url, username=user[0], password=user[1])
-        agent = RemoteAgent(c, agent_name, queue_dir=tmp_path, act_timeout=10.0)
+        agent = RemoteAgent(c, agent_name, stream=StreamOptions(queue_dir=tmp_path), act_timeout=10.0)
         try:
             agent.create_agent(4, 2, "dqn")
             proxy.down(1.0)
@@ -188,7 +189,7 @@ def test_outage_via_proxy_is_ridden_out(server, user, agent_name, tmp_path):
 def test_act_retried_across_a_restart(server_factory, user, agent_name, tmp_path):
     srv = server_factory()
     c = Client(base_url=srv.url, username=user[0], password=user[1])
-    agent = RemoteAgent(c, agent_name, queue_dir=tmp_path, act_timeout=30.0)
+    agent = RemoteAgent(c, agent_name, stream=StreamOptions(queue_dir=tmp_path), act_timeout=30.0)
     agent.create_agent(4, 2, "dqn")
     assert agent.act(OBS) in (0, 1)
     srv.stop()
@@ -215,3 +216,20 @@ def test_act_retried_across_a_restart(server_factory, user, agent_name, tmp_path
     agent.remove(agent_name=agent_name)
     agent.close()
     c.close()
+
+
+@pytest.mark.parametrize("credentials", [False, True], ids=["token", "login"])
+def test_deadline_error_keeps_the_last_failure(closed_port_url, credentials):
+    # The deadline error must say why there was no answer (here: nobody listens), and chain it,
+    # not only that time ran out.
+    if credentials:
+        c = Client(base_url=closed_port_url, username="u", password="p")
+    else:
+        c = Client(base_url=closed_port_url, access_token="t")
+    agent = RemoteAgent(c, "n", agent_model="dqn", act_timeout=1.0)
+    with pytest.raises(ServiceUnavailableError) as info:
+        agent.act(OBS)
+    assert "within 1 s" in str(info.value)
+    assert "connection refused" in str(info.value), str(info.value)
+    assert info.value.__cause__ is not None and "connection refused" in str(info.value.__cause__)
+    assert agent.stats["act_retries"] >= 1  # it did retry until the deadline

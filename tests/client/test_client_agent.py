@@ -18,8 +18,10 @@ from agents_bar_stream import (
     ConfigurationError,
     EncodedAgentState,
     InvalidRequestError,
+    InvalidStepError,
     RemoteAgent,
     ServiceUnavailableError,
+    StreamOptions,
     wait_until_agent_exists,
 )
 
@@ -49,7 +51,7 @@ def test_create_and_act_each_model(make_agent, agent_name, model):
 
 
 def test_create_agent_returns_the_details(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path))
     try:
         details = agent.create_agent(obs_size=5, action_size=2, agent_model="DQN", description="my robot")
         assert isinstance(details, dict)
@@ -64,7 +66,7 @@ def test_create_agent_returns_the_details(client, agent_name, tmp_path):
 
 
 def test_create_inactive(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path))
     try:
         assert agent.create_agent(4, 2, "dqn", active=False)["is_active"] is False
         assert agent.is_active is False
@@ -81,7 +83,7 @@ def shared_agents(server, user, tmp_path_factory):
     c = Client(base_url=server.url, username=user[0], password=user[1])
     out = {}
     for model in ("dqn", "ddpg"):
-        a = RemoteAgent(c, f"shared-{model}-{random.getrandbits(32):08x}", queue_dir=tmp_path_factory.mktemp("q"))
+        a = RemoteAgent(c, f"shared-{model}-{random.getrandbits(32):08x}", stream=StreamOptions(queue_dir=tmp_path_factory.mktemp("q")))
         a.create_agent(4, 3, model)
         out[model] = a
     yield out
@@ -214,7 +216,7 @@ def test_bad_sizes_rejected_before_any_request(closed_port_url, sizes):
 
 def test_duplicate_name(make_agent, client, agent_name, tmp_path):
     make_agent(agent_name, "dqn")
-    again = RemoteAgent(client, agent_name, queue_dir=tmp_path / "again")
+    again = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path / "again"))
     with pytest.raises(AgentExistsError) as info:
         again.create_agent(4, 3, "ppo")
     assert info.value.status == 409
@@ -276,7 +278,7 @@ def test_sync_fills_what_a_fresh_agent_does_not_know(make_agent, client, agent_n
 
 
 def test_hparams_are_numbers_or_strings(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path, gamma=0.9, lr=0.001, using_double_q=True, n_steps=2)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path), gamma=0.9, lr=0.001, using_double_q=True, n_steps=2)
     try:
         agent.create_agent(4, 2, "dqn")
         hp = agent.hparams
@@ -293,9 +295,9 @@ def test_hparams_are_numbers_or_strings(client, agent_name, tmp_path):
 
 
 def test_batch_size_hyperparameter_reaches_the_server_through_config(client, agent_name, tmp_path):
-    # batch_size= is the streaming option (steps per request); a hyperparameter of the same name
-    # travels in config= (see README, "Moving from agents-bar").
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path, batch_size=500, config={"batch_size": 32})
+    # config= is merged over the keywords: the explicit mapping wins.
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path), batch_size=500,
+                        config={"batch_size": 32})
     try:
         agent.create_agent(4, 2, "dqn")
         assert agent.info()["config"].get("batch_size") == 32
@@ -304,7 +306,7 @@ def test_batch_size_hyperparameter_reaches_the_server_through_config(client, age
 
 
 def test_list_hyperparameter_reaches_the_server(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, queue_dir=tmp_path, hidden_layers=[32, 32])
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path), hidden_layers=[32, 32])
     try:
         agent.create_agent(4, 2, "dqn")
         assert agent.info()["config"]["hidden_layers"] == [32, 32]
@@ -438,3 +440,71 @@ def test_service_unavailable_is_not_an_api_error():
     # Callers tell "fix your call" from "try again later" by type; the families must not overlap.
     assert not issubclass(ServiceUnavailableError, APIError)
     assert not issubclass(AgentNotFoundError, ServiceUnavailableError)
+
+
+@pytest.mark.parametrize("form", ["numpy-2d", "nested-list"])
+def test_two_dimensional_observation_says_to_flatten(closed_port_url, form, tmp_path):
+    obs = [[0.1, 0.2], [0.3, 0.4]]
+    if form == "numpy-2d":
+        obs = np.array(obs)
+    agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), "n", agent_model="dqn", act_timeout=0.5,
+                        stream=StreamOptions(queue_dir=tmp_path))
+    with pytest.raises(ConfigurationError, match=r"flat sequence of numbers.*shape \(2, 2\).*ravel\(\)"):
+        agent.act(obs)
+    with pytest.raises(InvalidStepError, match=r"flat sequence of numbers.*shape \(2, 2\).*ravel\(\)"):
+        agent.step(obs, 0, 1.0, [0.1, 0.2, 0.3, 0.4], False)
+    agent.close(timeout=0)
+
+
+def test_a_wrong_first_step_does_not_lock_out_the_right_size(client, api, agent_name, tmp_path):
+    # An existing agent (obs_size 4) and a RemoteAgent that does not know its sizes: a first step
+    # of the wrong length must not become the shape every later step is held to.
+    api.create_agent(agent_name, obs_size=4, action_size=2)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path))
+    try:
+        assert agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False) is True
+        for i in range(5):
+            assert agent.step([float(i), 0.0, 0.0, 0.0], i % 2, 1.0, [float(i + 1), 0.0, 0.0, 0.0], False) is True
+        assert agent.flush(timeout=30), agent.stats
+        assert agent.stats["dead_lettered"] == 1 and agent.stats["delivered"] == 5
+        assert [e["step"]["obs"][0] for e in api.log(agent_name)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+        # The agent's size is known now: a wrong step is refused at step(), before anything is queued.
+        with pytest.raises(InvalidStepError, match="must have 4 numbers"):
+            agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False)
+        assert agent.pending == 0
+    finally:
+        agent.close(timeout=5)
+
+
+def test_the_flusher_corrects_a_shape_learnt_from_a_wrong_first_step(client, api, agent_name, tmp_path):
+    # The same, when nothing asks the server from step(): the flusher reads the agent's sizes
+    # before its first delivery and step() holds later steps to them.
+    api.create_agent(agent_name, obs_size=4, action_size=2)
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path))
+    try:
+        assert agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False) is True
+        assert agent.flush(timeout=30), agent.stats
+        assert agent.stats["dead_lettered"] == 1
+        with pytest.raises(InvalidStepError, match="must have 4 numbers"):
+            agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False)
+        assert agent.step([0.1, 0.2, 0.3, 0.4], 1, 1.0, [0.2, 0.3, 0.4, 0.5], False) is True
+        assert agent.flush(timeout=30), agent.stats
+        assert agent.stats["delivered"] == 1 and len(api.log(agent_name)) == 1
+    finally:
+        agent.close(timeout=5)
+
+
+def test_a_shape_change_is_refused_when_the_server_cannot_say_which_is_right(closed_port_url, tmp_path):
+    # Sizes unknown and the service unreachable: the step that disagrees with the earlier ones is
+    # refused (nothing queued), with a message that says the size was only learnt from steps.
+    agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), "n", act_timeout=0.5,
+                        stream=StreamOptions(queue_dir=tmp_path))
+    try:
+        assert agent.step([0.1, 0.2, 0.3], 0, 1.0, [0.2, 0.3, 0.4], False) is True
+        started = time.monotonic()
+        with pytest.raises(InvalidStepError, match="must have 3 numbers.*not known yet"):
+            agent.step([0.1, 0.2, 0.3, 0.4], 0, 1.0, [0.2, 0.3, 0.4, 0.5], False)
+        assert time.monotonic() - started < 0.5 + 1.5  # bounded by act_timeout
+        assert agent.pending == 1
+    finally:
+        agent.close(timeout=0)

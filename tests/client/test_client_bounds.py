@@ -7,6 +7,7 @@ listens on (``closed_port_url`` from tests/client/conftest.py).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -20,9 +21,10 @@ from agents_bar_stream import (
     InvalidStepError,
     RemoteAgent,
 )
-from agents_bar_stream.config import ENV_QUEUE_ROOT
+from agents_bar_stream.config import ENV_QUEUE_ROOT, StreamOptions
 from agents_bar_stream.flaky import FlakyProxy
 
+_STREAM_FIELDS = {f.name for f in dataclasses.fields(StreamOptions)}
 MARGIN = 1.5  # seconds a deadline may be overrun by scheduling on a loaded 2-core machine
 OBS = [0.1, -0.2, 0.3, 0.0]
 NEXT = [0.2, -0.1, 0.4, 0.1]
@@ -35,8 +37,10 @@ def offline(closed_port_url, tmp_path):
     made = []
 
     def make(name: str = "offline", **options) -> RemoteAgent:
-        options.setdefault("queue_dir", tmp_path / f"queue-{len(made)}")
-        agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), name, **options)
+        stream = {k: options.pop(k) for k in list(options) if k in _STREAM_FIELDS}
+        stream.setdefault("queue_dir", tmp_path / f"queue-{len(made)}")
+        agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), name, stream=StreamOptions(**stream),
+                            **options)
         made.append(agent)
         return agent
 
@@ -54,7 +58,7 @@ def test_act_is_not_held_up_by_another_threads_login(server, user, agent_name, t
     with FlakyProxy(upstream=server.url, seed=5, stall_prob=1.0, stall_seconds=8) as proxy:
         client = Client(base_url=proxy.url, username=user[0], password=user[1])  # no token yet
         agent = RemoteAgent(client, agent_name, agent_model="dqn", obs_size=4, action_size=2,
-                            fallback=lambda obs: 1, queue_dir=tmp_path / "queue")
+                            fallback=lambda obs: 1, stream=StreamOptions(queue_dir=tmp_path / "queue"))
         errors: list = []
 
         def other_thread() -> None:

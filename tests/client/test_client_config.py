@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -14,7 +15,11 @@ from agents_bar_stream import (
     ConfigurationError,
     RemoteAgent,
     ServiceUnavailableError,
+    StreamOptions,
+    WrongServiceError,
+    wait_until_agent_exists,
 )
+from agents_bar_stream.config import RetryPolicy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -207,7 +212,7 @@ def test_wrong_credentials(server, who, agent_name):
 def test_relogin_after_tokens_expire(server_factory, user, agent_name, tmp_path):
     srv = server_factory(extra_args=["--token-ttl", "2"])
     with Client(base_url=srv.url, username=user[0], password=user[1]) as c:
-        agent = RemoteAgent(c, agent_name, queue_dir=tmp_path / "q")
+        agent = RemoteAgent(c, agent_name, stream=StreamOptions(queue_dir=tmp_path / "q"))
         agent.create_agent(4, 2, "dqn")
         assert agent.act(OBS) in (0, 1)
         old_token = login(srv.url, *user)
@@ -237,4 +242,68 @@ def test_expired_token_only_client(server_factory, user, agent_name):
         with pytest.raises(AuthenticationError):  # not an outage: no fallback
             agent.act(OBS)
         assert agent.stats["act_fallbacks"] == 0
-        assert agent.exists is False
+        with pytest.raises(AuthenticationError):  # a refused token is not "no such agent"
+            agent.exists  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "who", [("alice", "wrong-password"), ("nobody-here", "x")], ids=["bad-password", "no-such-user"]
+)
+def test_exists_with_wrong_credentials_says_so(server, who, make_agent, agent_name):
+    make_agent(agent_name)  # the agent is there: only the credentials are wrong
+    with Client(base_url=server.url, username=who[0], password=who[1]) as c:
+        agent = RemoteAgent(c, agent_name)
+        with pytest.raises(AuthenticationError, match="refused the credentials"):
+            agent.exists  # noqa: B018
+        with pytest.raises(AuthenticationError):
+            wait_until_agent_exists(agent, max_seconds=1)
+
+
+def test_base_url_with_a_wrong_path_is_not_an_agent_error(server, user, agent_name):
+    # The server is there, but /wrong/api/v1/login/access-token is not: a 404 on login says the
+    # address is wrong, not that some agent is missing.
+    with Client(base_url=server.url + "/wrong", username=user[0], password=user[1]) as c:
+        agent = RemoteAgent(c, agent_name)
+        with pytest.raises(ConfigurationError, match="does not look like an Agents Bar service") as info:
+            agent.info()
+        assert not isinstance(info.value, AgentNotFoundError)
+        assert server.url + "/wrong" in str(info.value) and "login" in str(info.value)
+        with pytest.raises(ConfigurationError, match="does not look like an Agents Bar service"):
+            agent.exists  # noqa: B018
+
+
+@pytest.mark.timeout(60)
+def test_flusher_reports_a_server_that_is_not_agents_bar(foreign_http_server, user, agent_name, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="agents_bar_stream")
+    with Client(base_url=foreign_http_server, username=user[0], password=user[1]) as c:
+        agent = RemoteAgent(c, agent_name, agent_model="dqn",
+                            stream=StreamOptions(queue_dir=tmp_path / "q", retry_policy=RetryPolicy(initial=0.05, max_delay=0.5)))
+        try:
+            assert agent.step(OBS, 0, 1.0, OBS, False) is True
+            deadline = time.monotonic() + 20
+            while agent.stats["last_error"] is None or "Agents Bar" not in agent.stats["last_error"]:
+                assert time.monotonic() < deadline, agent.stats
+                time.sleep(0.05)
+            stats = agent.stats
+            assert stats["online"] is False, stats
+            assert "does not look like an Agents Bar service" in stats["last_error"]
+            assert foreign_http_server in stats["last_error"]
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert any("does not look like an Agents Bar service" in r.getMessage() for r in errors), caplog.text
+            # The data is kept, never dropped, and still waits for a real service.
+            assert agent.pending == 1 and stats["dead_lettered"] == 0 and stats["dropped"] == 0
+            assert stats["online"] is False
+        finally:
+            agent.close(timeout=0.5)
+        assert agent.pending == 1
+
+
+def test_token_client_on_another_web_server_says_so(foreign_http_server):
+    # No login to catch it: the agent's own answers (an HTML 404, a 200 web page) must not read as
+    # "no such agent" or "exists".
+    with Client(base_url=foreign_http_server, access_token="t") as c:
+        agent = RemoteAgent(c, "n")
+        with pytest.raises(WrongServiceError, match="does not look like an Agents Bar service"):
+            agent.exists  # noqa: B018
+        with pytest.raises(WrongServiceError):
+            wait_until_agent_exists(agent, max_seconds=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import types
 
@@ -9,13 +10,16 @@ import pytest
 import requests
 from support.api import Api, login
 
-from agents_bar_stream import Client, RemoteAgent
+from agents_bar_stream import Client, RemoteAgent, StreamOptions
+
+_STREAM_FIELDS = {f.name for f in dataclasses.fields(StreamOptions)}
 
 
 @pytest.fixture
 def make_agent(tmp_path, user):
     """``make(server, name, create=True, **options) -> RemoteAgent`` with its queue under tmp_path.
 
+    Options named like a field of StreamOptions (batch_size, durability, ...) go there.
     The agent (DQN, obs 4, 2 actions) is created through the plain HTTP API when ``create``; every
     agent made is closed at teardown with a short timeout so a failing test never hangs.
     """
@@ -25,8 +29,10 @@ def make_agent(tmp_path, user):
         if create:
             Api(server.url, login(server.url, *user)).create_agent(name)
         client = Client(base_url=server.url, username=user[0], password=user[1])
-        options.setdefault("retry_policy", _FAST_RETRY)
-        agent = RemoteAgent(client, name, queue_dir=queue_dir or tmp_path / f"queue-{name}-{len(made)}", **options)
+        stream = {k: options.pop(k) for k in list(options) if k in _STREAM_FIELDS}
+        stream.setdefault("retry_policy", _FAST_RETRY)
+        stream["queue_dir"] = queue_dir or tmp_path / f"queue-{name}-{len(made)}"
+        agent = RemoteAgent(client, name, stream=StreamOptions(**stream), **options)
         made.append(agent)
         return agent
 

@@ -4,14 +4,14 @@ index once ``step()`` has returned for it (one line on stdout). The test kills i
 import os
 import sys
 
-from agents_bar_stream import Client, RemoteAgent
+from agents_bar_stream import Client, RemoteAgent, StreamOptions
 
 
 def main() -> None:
     url, user, password, name, queue_dir, durability, run, limit = sys.argv[1:9]
     run_id, limit_n = int(run), int(limit)
     agent = RemoteAgent(Client(base_url=url, username=user, password=password), name,
-                        queue_dir=queue_dir, durability=durability)
+                        stream=StreamOptions(queue_dir=queue_dir, durability=durability))
     out = sys.stdout.fileno()
     os.write(out, b"ready\n")
     for i in range(limit_n):
