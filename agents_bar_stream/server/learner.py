@@ -275,6 +275,18 @@ def _all_finite(agent) -> bool:
     return all(bool(torch.isfinite(t).all()) for v in agent.get_network_state().net.values() for t in v.values())
 
 
+def _finite_losses(agent) -> dict[str, float]:
+    out = {}
+    for key, value in dict(agent.loss).items():
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            out[str(key)] = value
+    return out
+
+
 def encode_network(net: Mapping[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(dict(net), buf)
@@ -326,6 +338,7 @@ class AgentRuntime:
         self.agent = build_agent(row.model, row.config)
         self.cursor = 0  # log position of the next step to learn
         self.learn_errors = 0
+        self._good_loss: dict[str, float] = {}  # the losses of the last weights known to be finite
         self._errors_logged_at = -math.inf
         self._errors_unlogged = 0
         self._deleted = False  # set by Learners.remove: nothing may be written for this agent any more
@@ -435,16 +448,10 @@ class AgentRuntime:
     def loss(self) -> dict[str, float]:
         """The agent's latest losses; names whose value is not known yet (NaN) are left out."""
         with self._busy_lock():
-            raw = dict(self.agent.loss)
-        out = {}
-        for key, value in raw.items():
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(value):
-                out[str(key)] = value
-        return out
+            out = _finite_losses(self.agent)
+        # After a divergence the agent is a fresh one that has not learned yet: the losses of the
+        # weights it was restored to are the latest that are known.
+        return out or dict(self._good_loss)
 
     # learning
 
@@ -481,27 +488,54 @@ class AgentRuntime:
         if not entries:
             return 0
         with self.lock:
-            good = _network_state(self.agent)
+            good = self._checkpoint()
         for _producer, _seq, step in entries:
             if self._stop.is_set():
                 break
+            failed = False
             try:
                 with self.lock:
                     self.agent.step(self._experience(step))
             except Exception:
                 # One step the agent chokes on must not stop learning from the rest (nor kill the thread).
                 self._learn_error("learning from log position %s failed", self.cursor)
+                failed = True
             self.cursor += 1
+            if failed or self._trained_rollout():
+                # A step that fails, or a PPO update (a whole rollout's worth of learning in one
+                # step), is where weights diverge: check at once rather than at the end of the
+                # chunk, so that the steps after it are learned by a healthy agent instead of each
+                # failing on NaN weights (PPO with off-policy actions: the probability ratio
+                # exp(new - old log prob) overflows, the loss is inf, the weights NaN).
+                with self.lock:
+                    if _all_finite(self.agent):
+                        good = self._checkpoint()
+                    else:
+                        self._restore(good)
         with self.lock:
             if not _all_finite(self.agent):
-                # Putting the weights back is not enough: the optimizer's moments and the replay
-                # buffer's priorities are NaN too, and every later update would fail (or stay NaN).
-                # A fresh agent with the last good weights learns on from the next steps.
-                self._learn_error("weights diverged (NaN/inf) before log position %s; restored the last good "
-                                  "weights in a fresh agent (its replay buffer starts empty)", self.cursor)
-                self.agent = build_agent(self.model, self.config)
-                self._set_network(good)
+                self._restore(good)
         return len(entries)
+
+    def _checkpoint(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The current weights (the caller holds the lock), and their losses kept for :meth:`loss`."""
+        losses = _finite_losses(self.agent)
+        if losses:
+            self._good_loss = losses
+        return _network_state(self.agent)
+
+    def _trained_rollout(self) -> bool:
+        agent = self.agent
+        return self.model == "ppo" and agent.iteration > 0 and agent.iteration % agent.rollout_length == 0
+
+    def _restore(self, good: Mapping[str, Any]) -> None:
+        # Putting the weights back is not enough: the optimizer's moments and the replay buffer's
+        # priorities are NaN too, and every later update would fail (or stay NaN). A fresh agent
+        # with the last good weights learns on from the next steps. The caller holds the lock.
+        self._learn_error("weights diverged (NaN/inf) before log position %s; restored the last good "
+                          "weights in a fresh agent (its replay buffer starts empty)", self.cursor)
+        self.agent = build_agent(self.model, self.config)
+        self._set_network(good)
 
     def _learn_error(self, message: str, *args: Any) -> None:
         """Count a learning failure; log it with its traceback, but at most once a minute per agent."""

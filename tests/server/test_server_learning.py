@@ -51,3 +51,23 @@ def test_streamed_steps_are_learned(api: Api, agent_name, model, count, config):
     # The agent still acts on its trained weights.
     assert api.post(f"/agents/{agent_name}/act", params={"noise": 0}, json=steps[0]["obs"]).status_code == 200
     api.delete(f"/agents/{agent_name}")
+
+
+def test_ppo_that_diverges_is_restored_at_once_and_keeps_its_loss(api: Api, agent_name):
+    """PPO fed actions it would not choose (as the test above does) can overflow its probability
+    ratio and turn its weights to NaN in one update. The learner must restore the last good weights
+    at that update, not after the rest of the chunk has failed step by step on NaN weights, and
+    ``/loss`` must not go empty: that was the cause of the rare ``ppo reported no loss`` failure
+    above (issue 14; seed 2 with this learning rate diverges every time)."""
+    count = 320
+    api.create_agent(agent_name, "ppo", obs_size=4, action_size=2, rollout_length=32, batch_size=16,
+                     hidden_layers=[32], actor_lr=1.0, seed=2)
+    steps = cartpole_like(count, discrete=False)
+    assert api.send_steps(agent_name, "learn", 0, steps).status_code == 200
+    info = wait_for(lambda: (lambda i: i if i["steps_learned"] >= count else None)(api.agent(agent_name)), 90,
+                    message=f"ppo to learn {count} steps")
+    # One failed rollout at most per divergence, not every step after it (the old learner: 226 of 320).
+    assert info["learn_errors"] <= 32, info
+    loss = api.get(f"/agents/{agent_name}/loss").json()
+    assert loss and all(isinstance(v, float) and math.isfinite(v) for v in loss.values()), loss
+    assert api.post(f"/agents/{agent_name}/act", params={"noise": 0}, json=steps[0]["obs"]).status_code == 200
