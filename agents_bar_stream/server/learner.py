@@ -66,6 +66,8 @@ LEARN_CHUNK = 256
 #: Seconds between weight saves of an agent that has learned something since the last one.
 DEFAULT_SAVE_INTERVAL = 30.0
 _TORCH_ZIP_MAGIC = b"PK\x03\x04"
+# Integer buffers a network may carry (e.g. BatchNorm's num_batches_tracked); weights are floats.
+_INTEGER_DTYPES = frozenset({torch.int64, torch.int32})
 
 
 class ConfigError(ValueError):
@@ -313,10 +315,33 @@ def decode_network(data: bytes) -> dict[str, dict[str, torch.Tensor]]:
         raise NetworkFormatError("encoded_network must be a dict of module state dicts")
     for part, tensors in net.items():
         for key, tensor in tensors.items():
+            # Only real floating point weights and integer buffers: a complex tensor is not
+            # "floating point" to torch, so a finiteness check that skips other dtypes let complex
+            # NaN weights through, and load_state_dict then copied their real part, NaN, into
+            # the network (issue 9). Bool, quantized and other dtypes have no business here either.
+            if tensor.is_complex() or not (tensor.is_floating_point() or tensor.dtype in _INTEGER_DTYPES):
+                raise NetworkFormatError(f"encoded_network: {part}.{key} has dtype {tensor.dtype}; "
+                                         "only real floating point weights (and integer buffers) are taken")
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 # Loaded, such weights answer act() with NaN and poison everything learned after.
                 raise NetworkFormatError(f"encoded_network holds non-finite weights ({part}.{key})")
     return net
+
+
+def _check_fits(net: Mapping[str, Mapping[str, torch.Tensor]], current: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Refuse a state dict whose parts, keys or dtype kinds differ from the agent's own."""
+    if set(net) != set(current):
+        raise NetworkFormatError(f"encoded_network has parts {sorted(net)}; this agent has {sorted(current)}")
+    for part, tensors in net.items():
+        mine = current[part]
+        if set(tensors) != set(mine):
+            raise NetworkFormatError(f"encoded_network.{part} has other keys than this agent's network")
+        for key, tensor in tensors.items():
+            own = mine[key]
+            # A float weight takes any real float (it is cast); an integer buffer only its own dtype.
+            same_kind = tensor.is_floating_point() if own.is_floating_point() else tensor.dtype == own.dtype
+            if not same_kind:
+                raise NetworkFormatError(f"encoded_network: {part}.{key} has dtype {tensor.dtype}, this agent's is {own.dtype}")
 
 
 # -- one agent at run time -----------------------------------------------------------------------
@@ -403,6 +428,7 @@ class AgentRuntime:
         net = decode_network(data)
         with self._busy_lock():
             backup = _network_state(self.agent)
+            _check_fits(net, backup)
             try:
                 self._set_network(net)
             except Exception as exc:  # noqa: BLE001 - load_state_dict raises RuntimeError, KeyError, ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import socket
 import time
 
@@ -70,6 +71,45 @@ def test_snapshot_with_non_finite_weights_is_refused(api: Api, agent_name):
     assert resp.status_code == 422 and "non-finite" in resp.json()["detail"]
     # The agent kept its weights: it still acts.
     assert api.post(f"/agents/{agent_name}/act", data=b"[0.1, 0.2, 0.3, 0.4]").status_code == 200
+
+
+@pytest.mark.parametrize("model", ["dqn", "ddpg"])
+@pytest.mark.parametrize("kind", ["complex-nan", "complex-finite", "bool", "int8", "int-for-float"])
+def test_snapshot_weights_of_other_dtypes_are_refused(api: Api, agent_name, model, kind):
+    """Issue 9: NaN weights sent as complex tensors passed the finiteness check (it looked only at
+    floating point tensors) and were loaded: DQN then acted on NaN, DDPG answered 503 for good."""
+    torch = pytest.importorskip("torch")
+    api.create_agent(agent_name, model, obs_size=4, action_size=2 if model == "dqn" else 1)
+    snap = api.get(f"/snapshots/{agent_name}").json()
+    net = torch.load(io.BytesIO(base64.b64decode(snap["encoded_network"])), weights_only=True)
+    for tensors in net.values():
+        for key, tensor in tensors.items():
+            if kind == "complex-nan":
+                tensors[key] = torch.complex(torch.full_like(tensor, float("nan")), torch.zeros_like(tensor))
+            elif kind == "complex-finite":
+                tensors[key] = tensor.to(torch.complex64)
+            elif kind == "bool":
+                tensors[key] = tensor > 0
+            elif kind == "int8":
+                tensors[key] = tensor.to(torch.int8)
+            else:
+                tensors[key] = tensor.to(torch.int64)
+    buf = io.BytesIO()
+    torch.save(net, buf)
+    resp = api.post(f"/snapshots/{agent_name}", json={**snap, "encoded_network": base64.b64encode(buf.getvalue()).decode()})
+    assert resp.status_code == 422, resp.text
+    assert "dtype" in resp.json()["detail"]
+    # The agent kept its own weights: it acts, with finite actions, every time.
+    for _ in range(5):
+        act = api.post(f"/agents/{agent_name}/act", data=b"[0.1, 0.2, 0.3, 0.4]")
+        assert act.status_code == 200, act.text
+        assert all(math.isfinite(v) for v in act.json()["action"])
+
+
+def test_snapshot_of_the_agents_own_weights_still_loads(api: Api, agent_name):
+    api.create_agent(agent_name, "ddpg", obs_size=4, action_size=1)
+    snap = api.get(f"/snapshots/{agent_name}").json()
+    assert api.post(f"/snapshots/{agent_name}", json=snap).status_code == 200
 
 
 @pytest.mark.parametrize(
