@@ -46,9 +46,12 @@ MAX_ACTION_SIZE = 1024
 # and 1024 actions would be ~210M parameters, 4 GB with its target net and optimizer):
 MAX_NETWORK_PARAMETERS = 4_000_000
 # Multiply-adds of one learning step (weights x samples x updates): a learning step runs under the
-# agent's lock, which act() waits for, so it must stay within a few seconds on one core. A PPO
-# of Humanoid's size (376 inputs, 256x256, rollouts of 2048, 10 updates) is ~7e9.
-MAX_UPDATE_COST = 20_000_000_000
+# agent's lock, which act() waits for (ACT_LOCK_TIMEOUT, 2 s), so it must stay well under that on
+# one busy core. Measured here: a DQN at 4e9 (3 x 1024 units, batch 1900) takes 1.3 s per step;
+# the 1.3e10 of issue 9 (4 x 1024, batch 4096) took 4.2 s, and act answered 503 half the time.
+# A PPO of Humanoid's size (376 inputs, 256x256, 10 updates) fits with rollouts of 1024 (~3.4e9).
+# docs/protocol.md states this number; tests/server/test_server_hardening.py checks that it does.
+MAX_UPDATE_COST = 4_000_000_000
 # Numbers a full replay buffer may hold. It only fills as steps arrive, so this guards against a
 # config that could never fit (ai-traineree keeps them as Python floats, ~32 bytes each), while
 # the library's defaults for usual observation sizes (DDPG: 10^6 steps of up to ~120 numbers) pass.
