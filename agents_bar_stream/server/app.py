@@ -76,6 +76,11 @@ MAX_LOG_PAGE = 10_000
 MAX_AGENTS_PER_USER = 100  # each agent holds a network, a replay buffer and a learner thread
 SNAPSHOT_BUFFER_STEPS = 1000  # the most recent steps a snapshot carries as its buffer
 _BUFFER_FORMAT = "agents-bar-stream/steps-v1"
+# Keys the published client puts in an agent's config that are not hyperparameters: taken out
+# before the hyperparameters are checked, and never stored (a password or a token in config would
+# be echoed by every GET /agents). description becomes the agent's description when the top-level
+# one is absent; agent_model repeats "model".
+_CLIENT_CONFIG_FIELDS = ("description", "agent_model", "username", "password", "access_token")
 # Bodies over the limit are still read (and dropped) up to this many bytes before answering 413:
 # a client that is still sending when the server closes the connection sees a reset instead of
 # the 413 that tells it to split the batch.
@@ -389,14 +394,23 @@ def create_app(
         if not isinstance(model, str) or model.lower() not in SUPPORTED_MODELS:
             raise APIError(422, f"unknown model {model!r}; supported: {', '.join(SUPPORTED_MODELS)}")
         model = model.lower()
+        config_doc = doc.get("config")
         description = doc.get("description")
+        if isinstance(config_doc, dict):
+            # The published client (0.4.2) sends every RemoteAgent(...) keyword inside config,
+            # hyperparameters or not: RemoteAgent(client, name, description="...") arrives as
+            # config.description, and username/password/access_token when given that way.
+            config_doc = dict(config_doc)
+            in_config = {k: config_doc.pop(k) for k in _CLIENT_CONFIG_FIELDS if k in config_doc}
+            if description is None:
+                description = in_config.get("description")
         if description is not None and (not isinstance(description, str) or len(description) > 10_000):
             raise APIError(422, "description must be a string of at most 10000 characters, or null")
         is_active = doc.get("is_active", True)
         if not isinstance(is_active, bool):
             raise APIError(422, "is_active must be true or false")
         try:
-            config = validate_config(model, doc.get("config"))
+            config = validate_config(model, config_doc)
         except ConfigError as exc:
             raise APIError(422, str(exc)) from None
         try:
