@@ -53,6 +53,7 @@ from agents_bar_stream.server.security import (
     TokenSigner,
     hash_password,
     load_or_create_secret,
+    secure_data_dir,
     verify_password,
 )
 from agents_bar_stream.server.store import AgentExists, AgentRow, SequenceGap, Store, TooManyAgents
@@ -251,9 +252,9 @@ def create_app(
     streaming endpoints answer 404, so clients can be tested against an old server.
     """
     data_dir = Path(data_dir)
-    if not data_dir.exists():
-        # The database holds password hashes and every agent's data: the owner's eyes only.
-        data_dir.mkdir(parents=True, mode=0o700)
+    # The database holds password hashes and every agent's data: the owner's eyes only, whatever
+    # the directory held before (SQLite gives the -wal and -shm files the database file's mode).
+    secure_data_dir(data_dir)
     store = Store(data_dir / "agents-bar.sqlite3", synchronous=synchronous)
     for name, password in users:
         if not name or ":" in name:
@@ -261,6 +262,7 @@ def create_app(
         store.set_user(name, hash_password(password))
     signer = TokenSigner(load_or_create_secret(data_dir), ttl=token_ttl)
     learners = Learners(store, data_dir, learn=learn, save_interval=save_interval)
+    secure_data_dir(data_dir)  # the database, its WAL and the weights directory now exist
     state = _State(store, signer, learners, _Settings(max_batch_steps, max_batch_bytes, max_body_bytes))
     # A fixed hash to check against when the user does not exist, so that a login for an unknown
     # name takes as long as one with a wrong password.

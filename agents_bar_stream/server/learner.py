@@ -400,7 +400,8 @@ class AgentRuntime:
             payload = {"network": _network_state(self.agent), "cursor": self.cursor, "model": self.model}
         cursor = payload["cursor"]
         tmp = self._weights_path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
+        # 0600 whatever the umask: the weights are the owner's data (see security.secure_data_dir).
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -628,7 +629,7 @@ class Learners:
     def __init__(self, store: Store, data_dir: Path, *, learn: bool = True, save_interval: float = DEFAULT_SAVE_INTERVAL) -> None:
         self._store = store
         self._dir = Path(data_dir) / "weights"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._learn = learn
         self._save_interval = save_interval
         self._runtimes: dict[int, AgentRuntime] = {}

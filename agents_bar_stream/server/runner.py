@@ -34,11 +34,38 @@ def _default_data_dir() -> str:
     return os.path.join(base, "agents-bar-stream", "server")
 
 
-def _user(text: str) -> tuple[str, str]:
-    name, sep, password = text.partition(":")
-    if not sep or not name or not password:
-        raise argparse.ArgumentTypeError("expected NAME:PASSWORD")
-    return name, password
+_NO_PASSWORD_ARGS = (
+    "a password on the command line is visible to every user of this machine (ps, /proc/*/cmdline); "
+    "give --user NAME with the password in $AGENTS_BAR_PASSWORD, or --user-file FILE"
+)
+
+
+def _user(text: str) -> str:
+    if ":" in text:
+        # NAME:PASSWORD was the old form (issue 9): refused, not merely discouraged, since the
+        # password is already exposed by the time this runs.
+        raise argparse.ArgumentTypeError(_NO_PASSWORD_ARGS)
+    if not text:
+        raise argparse.ArgumentTypeError("expected a user NAME")
+    return text
+
+
+def read_user_file(path: str) -> list[tuple[str, str]]:
+    """``NAME:PASSWORD`` lines of ``path`` (blank lines and ``#`` comments skipped); raises ``ValueError``."""
+    users = []
+    with open(path, encoding="utf-8") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if mode & 0o077:
+            logger.warning("the user file %s is readable by other users (mode %o); chmod 600 it", path, mode & 0o777)
+        for number, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, password = line.partition(":")
+            if not sep or not name or not password:
+                raise ValueError(f"{path}, line {number}: expected NAME:PASSWORD")
+            users.append((name, password))
+    return users
 
 
 def _positive(kind):
@@ -65,8 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=_user,
         default=[],
-        metavar="NAME:PASSWORD",
-        help="ensure this account exists with this password (repeatable); AGENTS_BAR_USERNAME/PASSWORD are added too",
+        metavar="NAME",
+        help="ensure this account exists, with the password in $AGENTS_BAR_PASSWORD (never on the command line)",
+    )
+    parser.add_argument(
+        "--user-file",
+        metavar="FILE",
+        help="ensure the accounts of FILE exist with their passwords: NAME:PASSWORD lines (keep it mode 0600)",
     )
     parser.add_argument("--token-ttl", type=_positive(float), default=24 * 3600.0, help="access token lifetime in seconds")
     parser.add_argument("--max-batch-steps", type=_positive(int), default=10_000, help="most steps per POST /steps")
@@ -90,10 +122,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _users(args: argparse.Namespace) -> list[tuple[str, str]]:
-    users = list(args.user or [])
-    name, password = env_credentials()
-    if name and password:
+    """Accounts from --user-file, --user NAME (password from the environment) and the environment."""
+    users = read_user_file(args.user_file) if args.user_file else []
+    env_name, password = env_credentials()
+    for name in args.user or []:
+        if not password:
+            raise ValueError(f"--user {name}: set its password in $AGENTS_BAR_PASSWORD, or use --user-file")
         users.append((name, password))
+    if env_name and password:
+        users.append((env_name, password))
     return users
 
 
@@ -117,10 +154,17 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"agents-bar-stream serve: the server needs the 'server' extra ({exc})", file=sys.stderr)
         return 2
 
+    # Every file the server creates (the database and its WAL, weights, logs) is the owner's alone.
+    os.umask(0o077)
+    try:
+        users = _users(args)
+    except (OSError, ValueError) as exc:
+        print(f"agents-bar-stream serve: {exc}", file=sys.stderr)
+        return 2
     data_dir = Path(args.data_dir).expanduser()
     app = create_app(
         data_dir,
-        users=_users(args),
+        users=users,
         token_ttl=args.token_ttl,
         max_batch_steps=args.max_batch_steps,
         max_batch_bytes=args.max_batch_bytes,

@@ -15,11 +15,15 @@ import hashlib
 import hmac
 import json
 import os
+import logging
 import secrets
+import stat
 import time
 from pathlib import Path
 
-__all__ = ["TokenSigner", "hash_password", "load_or_create_secret", "verify_password"]
+__all__ = ["TokenSigner", "hash_password", "load_or_create_secret", "secure_data_dir", "verify_password"]
+
+logger = logging.getLogger(__name__)
 
 # scrypt cost: about 30 ms and 16 MiB per login on a small machine. Logins are rare (one per
 # client process), so the cost only slows down password guessing.
@@ -79,6 +83,45 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     finally:
         os.close(fd)
     return key
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """Make ``data_dir`` the owner's alone: the directory and its subdirectories 0700, its files 0600.
+
+    The database holds the password hashes and every agent's data. A directory that existed
+    before the server started (a helper, a test or ``mkdir`` made it, with the usual umask 022)
+    kept its files readable by everyone; so whatever was there is tightened at every start, and
+    a warning says that it was open. Only entries that this user owns are changed; symlinks are
+    left alone (never followed).
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    loose = []
+    for path in [data_dir, *_walk(data_dir)]:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:  # removed meanwhile (a WAL checkpoint, a temp file)
+            continue
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        wanted = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            loose.append(f"{path.name or path} ({stat.S_IMODE(st.st_mode):o})")
+            os.chmod(path, stat.S_IMODE(st.st_mode) & wanted)
+    if loose:
+        logger.warning("the data directory %s was readable by other users: %s; made it the owner's only "
+                       "(directories 0700, files 0600)", data_dir, ", ".join(loose[:10]) + (" ..." if len(loose) > 10 else ""))
+
+
+def _walk(root: Path, *, limit: int = 100_000):
+    """Every entry under ``root`` (not following symlinks), at most ``limit`` of them."""
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            seen += 1
+            if seen > limit:
+                return
+            yield Path(dirpath) / name
 
 
 class TokenSigner:
