@@ -7,6 +7,7 @@ the standard library at the top; fastapi, uvicorn and torch are imported by ``ru
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import os
@@ -104,6 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-steps", type=_positive(int), default=10_000, help="most steps per POST /steps")
     parser.add_argument("--max-batch-bytes", type=_positive(int), default=8 * 2**20, help="largest POST /steps body")
     parser.add_argument("--max-body-bytes", type=_positive(int), default=64 * 2**20, help="largest snapshot body")
+    parser.add_argument(
+        "--max-connections", type=_positive(int), default=1000,
+        help="most open connections (lowered to fit the open-file limit); past it, the connection waiting "
+        "longest for its request head is closed (default: %(default)s)",
+    )
     parser.add_argument("--save-interval", type=_positive(float), default=30.0, help="seconds between weight saves")
     parser.add_argument(
         "--synchronous",
@@ -132,6 +138,38 @@ def _users(args: argparse.Namespace) -> list[tuple[str, str]]:
     if env_name and password:
         users.append((env_name, password))
     return users
+
+
+def _connection_cap(wanted: int) -> int:
+    """``wanted``, lowered so that connections cannot take the file descriptors the server needs.
+
+    The soft open-file limit is raised to the hard one first. What the server itself holds (the
+    database, its WAL and shared memory for each of up to ~41 threads, torch, logs) is reserved.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    except (ImportError, ValueError, OSError):  # not POSIX, or not allowed: keep the limit as it is
+        return wanted
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 64
+    reserve = in_use + 3 * 42 + 32  # a SQLite connection (3 files) per request thread, plus slack
+    cap = min(wanted, soft - reserve)
+    if cap < 16:
+        logger.warning("only %d file descriptors may be opened (ulimit -n); allowing 16 connections", soft)
+        cap = 16
+    elif cap < wanted:
+        logger.info("at most %d connections: the open-file limit is %d", cap, soft)
+    return cap
 
 
 def _write_port_file(path: str, port: int) -> None:
@@ -196,8 +234,15 @@ def run_from_args(args: argparse.Namespace) -> int:
     sock.set_inheritable(True)
     port = sock.getsockname()[1]
 
+    from agents_bar_stream.server.connections import ConnectionLimits, RateLimitedLoopErrors, guarded_protocol
+
+    limits = ConnectionLimits(max_connections=_connection_cap(args.max_connections))
+
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
+            # asyncio logs an accept error once per pending connection, in a tight loop, when file
+            # descriptors run out (issue 9: 143 MB of log in 25 s): one line per 10 s instead.
+            asyncio.get_running_loop().set_exception_handler(RateLimitedLoopErrors(interval=10.0))
             await super().startup(sockets=sockets)
             if self.started and args.port_file:
                 _write_port_file(args.port_file, port)
@@ -209,6 +254,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         access_log=level <= logging.DEBUG,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # Head and body deadlines and the connection cap (connections.py); uvicorn's own settings:
+        http=guarded_protocol(limits),
+        timeout_keep_alive=limits.keep_alive,
+        h11_max_incomplete_event_size=limits.max_head_bytes,
+        # uvicorn answers 503 once this many requests are in flight; the cap itself is the protocol's.
+        limit_concurrency=limits.max_connections + 1,
+        # asyncio's accept loop tries this many accepts per wake-up (and logs each failure).
+        backlog=128,
     )
     server = _Server(config)
     # After a graceful shutdown uvicorn raises the signal it caught again, against the handler
