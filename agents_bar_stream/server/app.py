@@ -8,6 +8,7 @@ a 500 means a bug in this module.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -15,6 +16,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ from agents_bar_stream.server.learner import (
     validate_config,
 )
 from agents_bar_stream.server.security import (
+    LoginLimiter,
     TokenSigner,
     hash_password,
     load_or_create_secret,
@@ -82,6 +85,12 @@ _BUFFER_FORMAT = "agents-bar-stream/steps-v1"
 # be echoed by every GET /agents). description becomes the agent's description when the top-level
 # one is absent; agent_model repeats "model".
 _CLIENT_CONFIG_FIELDS = ("description", "agent_model", "username", "password", "access_token")
+# Password hashing (scrypt: ~16 MiB and tens of ms of a core each) runs on its own thread, one
+# hash at a time, with at most this many logins queued for it: a flood of logins (issue 9: 30-40
+# threads grew the server to 1.2 GiB, one scrypt buffer per request thread, and took the CPU
+# from ingestion) costs one core and one buffer at most. The rest are answered 429 at once.
+LOGIN_HASH_WORKERS = 1
+MAX_LOGINS_WAITING = 16
 # Bodies over the limit are still read (and dropped) up to this many bytes before answering 413:
 # a client that is still sending when the server closes the connection sees a reset instead of
 # the 413 that tells it to split the batch.
@@ -109,6 +118,24 @@ def _validation_text(errors: Iterable[Mapping[str, Any]]) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
     return "; ".join(parts) or "invalid request"
+
+
+class _HashingPool:
+    """A small thread pool for password hashing, with a count of the calls waiting for it."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="agents-bar-login")
+        self.waiting = 0  # changed on the event loop only
+
+    async def run(self, fn, *args):
+        self.waiting += 1
+        try:
+            return await asyncio.wrap_future(self._pool.submit(fn, *args))
+        finally:
+            self.waiting -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -267,6 +294,8 @@ def create_app(
     # A fixed hash to check against when the user does not exist, so that a login for an unknown
     # name takes as long as one with a wrong password.
     dummy_hash = hash_password("not a password")
+    login_limiter = LoginLimiter()
+    hashing = _HashingPool(LOGIN_HASH_WORKERS)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -278,6 +307,7 @@ def create_app(
         try:
             yield
         finally:
+            hashing.close()
             await run_in_threadpool(learners.close)
             await run_in_threadpool(loader.join, 30)
             store.close()
@@ -367,9 +397,20 @@ def create_app(
             raise APIError(422, "form fields 'username' and 'password' are required (application/x-www-form-urlencoded)")
         if not isinstance(username, str) or not isinstance(password, str):
             raise APIError(422, "username and password must be text fields")
+        address = request.client.host if request.client else "unknown"
+        wait = login_limiter.try_acquire(username, address)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            raise APIError(429, f"too many failed logins for this account or from this address; try again in {retry} s",
+                           headers={"Retry-After": str(retry)})
         stored = store.password_hash(username)
-        ok = await run_in_threadpool(verify_password, password, stored or dummy_hash)
-        if not (ok and stored):
+        if hashing.waiting >= MAX_LOGINS_WAITING:
+            login_limiter.release(username, address)  # not judged: no failure to count
+            raise APIError(429, "too many logins at once; try again in a second", headers={"Retry-After": "1"})
+        ok = await hashing.run(verify_password, password, stored or dummy_hash)
+        if ok and stored:
+            login_limiter.release(username, address)
+        else:
             raise APIError(400, "incorrect username or password")
         return _json({"access_token": signer.issue(username), "token_type": "bearer"})
 

@@ -1,0 +1,132 @@
+"""Floods that once took the server from everyone (issue 9): wrong-password logins and big uploads.
+
+Each runs against a private server on loopback, for seconds, from a separate process (so that the
+attack's threads do not slow the test's own measurements); normal traffic goes on beside it and
+its median latency, and the server's memory, are checked with generous margins.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from support.api import Api, login, make_steps
+
+pytestmark = pytest.mark.timeout(240)
+
+_LOGIN_FLOOD = r"""
+import collections, json, sys, threading, time
+import requests
+url, seconds, threads = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+counts = collections.Counter()
+retry_after = []
+end = time.monotonic() + seconds
+def run(i):
+    session = requests.Session()
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+        # half against the real account, half spraying made-up names; never honouring Retry-After
+        name = "alice" if i % 2 else f"nobody-{i}-{n}"
+        try:
+            r = session.post(url + "/api/v1/login/access-token", data={"username": name, "password": "wrong"}, timeout=10)
+        except requests.RequestException as exc:
+            counts[type(exc).__name__] += 1
+            continue
+        counts[r.status_code] += 1
+        if r.status_code == 429 and len(retry_after) < 5:
+            retry_after.append(r.headers.get("Retry-After"))
+ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(json.dumps({"counts": {str(k): v for k, v in counts.items()}, "retry_after": retry_after}))
+"""
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+class Sampler:
+    """The server's RSS, every 0.25 s, in a thread; ``peak`` after ``stop()``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self.peak = max(self.peak, rss_mib(self.pid))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
+
+
+def ingest_while(proc: subprocess.Popen, api: Api, agent: str, *, producer: str = "ingest", at_least: float = 3.0) -> list[float]:
+    """Latencies of /steps (100 steps) and /act while ``proc`` runs (at least ``at_least`` s, at most 60 s)."""
+    latencies = []
+    seq = 0
+    started = time.monotonic()
+    while (proc.poll() is None or time.monotonic() - started < at_least) and time.monotonic() - started < 60:
+        t = time.monotonic()
+        resp = api.send_steps(agent, producer, seq, make_steps(seq, 100))
+        latencies.append(time.monotonic() - t)
+        assert resp.status_code == 200, resp.text
+        seq += 100
+        t = time.monotonic()
+        resp = api.post(f"/agents/{agent}/act", json=[0.1, 0.2, 0.3, 0.4])
+        latencies.append(time.monotonic() - t)
+        assert resp.status_code == 200, resp.text
+        time.sleep(0.02)
+    return latencies
+
+
+def test_a_login_flood_is_limited_and_leaves_ingestion_alone(server_factory, user):
+    srv = server_factory(extra_args=["--no-learn"])
+    api = Api(srv.url, login(srv.url, *user))
+    api.create_agent("ingest", "dqn", obs_size=4, action_size=2)
+    ingest_while(subprocess.Popen([sys.executable, "-c", "pass"]), api, "ingest", at_least=1.0)  # warm up
+    before = rss_mib(srv.process.pid)
+    sampler = Sampler(srv.process.pid)
+    flood = subprocess.Popen([sys.executable, "-c", _LOGIN_FLOOD, srv.url, "10", "30"], stdout=subprocess.PIPE, text=True)
+    try:
+        latencies = ingest_while(flood, api, "ingest", producer="during")
+        out, _ = flood.communicate(timeout=60)
+    finally:
+        flood.kill()
+    peak = sampler.stop()
+    result = json.loads(out)
+    counts = result["counts"]
+    assert counts.get("429", 0) > 0, counts
+    assert set(counts) <= {"400", "429"}, counts  # refused, never a 5xx nor a dropped connection
+    assert result["retry_after"] and all(int(v) >= 1 for v in result["retry_after"]), result
+    # Only a few dozen passwords were hashed, whatever the flood sent.
+    assert counts.get("400", 0) <= 200, counts
+    median = statistics.median(latencies)
+    assert median < 0.1, f"ingestion median {median * 1000:.0f} ms during the flood"
+    assert peak - before < 150, f"RSS grew from {before:.0f} to {peak:.0f} MiB during the flood"
+    time.sleep(1.0)
+    assert rss_mib(srv.process.pid) - before < 100, "memory did not come back after the flood"
+    # The account is usable again once its failures have aged (Retry-After says when).
+    deadline = time.monotonic() + 90
+    while True:
+        resp = requests.post(f"{srv.url}/api/v1/login/access-token", data=dict(zip(("username", "password"), user)), timeout=10)
+        if resp.status_code == 200 or time.monotonic() > deadline:
+            break
+        assert resp.status_code == 429 and resp.json()["detail"], resp.text
+        time.sleep(min(float(resp.headers["Retry-After"]), 10))
+    assert resp.status_code == 200, resp.text
