@@ -14,8 +14,8 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import logging
+import os
 import secrets
 import stat
 import threading

@@ -127,7 +127,7 @@ def test_a_login_flood_is_limited_and_leaves_ingestion_alone(server_factory, use
     # The account is usable again once its failures have aged (Retry-After says when).
     deadline = time.monotonic() + 90
     while True:
-        resp = requests.post(f"{srv.url}/api/v1/login/access-token", data=dict(zip(("username", "password"), user)), timeout=10)
+        resp = requests.post(f"{srv.url}/api/v1/login/access-token", data={"username": user[0], "password": user[1]}, timeout=10)
         if resp.status_code == 200 or time.monotonic() > deadline:
             break
         assert resp.status_code == 429 and resp.json()["detail"], resp.text

@@ -6,7 +6,6 @@ normal requests go on beside it and their median latency is checked with a gener
 
 from __future__ import annotations
 
-import os
 import selectors
 import socket
 import statistics
