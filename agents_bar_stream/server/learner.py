@@ -266,10 +266,45 @@ def build_agent(model: str, config: Mapping[str, Any]):
     elif model == "ddpg":
         from aitraineree.agents.ddpg import DDPGAgent as cls
     elif model == "ppo":
-        from aitraineree.agents.ppo import PPOAgent as cls
+        cls = _ppo_class()
     else:
         raise ConfigError(f"unknown model {model!r}")
     return cls(obs_space, action_space, **hyper)
+
+
+_PPO_CLASS = None
+_PPO_MAX_RATIO = 1000.0
+
+
+def _ppo_class():
+    """ai-traineree's PPOAgent, stopping an actor update whose probability ratio overflowed.
+
+    PPO's ratio is exp(new - old log probability) of the logged action. A server learns from
+    actions its clients chose, which the policy may find all but impossible: where the policy's
+    std is clamped to 0.001 a log probability is ~-5e5, and after one update the ratio overflows to
+    inf. The clipped objective can still be finite, but its gradient is 0 x inf = NaN and the
+    weights are NaN after the optimizer step (issue 14: ``ppo reported no loss``, a third of the
+    runs of the learning test). PPO already stops a minibatch's actor updates when the KL estimate
+    is too large; it does not catch this case, since that estimate is then hugely negative. Here a
+    non-finite loss, or a mean ratio over 1000, reports an infinite KL, so PPO stops before the
+    step that would poison the weights.
+    """
+    global _PPO_CLASS
+    if _PPO_CLASS is None:
+        from aitraineree.agents.ppo import PPOAgent
+
+        class GuardedPPOAgent(PPOAgent):
+            def compute_policy_loss(self, samples):
+                loss, kl_div = super().compute_policy_loss(samples)
+                ratio = float(self._metrics.get("policy/policy_ratio", 1.0))
+                # "not <=" catches NaN too. A mean ratio of 1000 is far outside PPO's clip range
+                # (1 +- 0.25); beyond it the gradients can overflow even while the loss is finite.
+                if not (math.isfinite(float(loss.detach())) and ratio <= _PPO_MAX_RATIO):
+                    kl_div = math.inf
+                return loss, kl_div
+
+        _PPO_CLASS = GuardedPPOAgent
+    return _PPO_CLASS
 
 
 def _network_state(agent) -> dict[str, dict[str, torch.Tensor]]:
