@@ -201,3 +201,27 @@ def test_a_keep_alive_client_is_not_cut_off(server, token):
     assert resp.status_code in (400, 401, 422), resp.text  # read whole, and answered; not cut off
 
 
+
+
+def test_loop_errors_are_rate_limited(caplog):
+    """asyncio logs 'socket.accept() out of system resource' once per pending connection, in a tight
+    loop, when descriptors run out (issue 9: 321,488 lines in 25 s). One line per 10 s passes, with
+    the count of those held back; other messages are not held back by it."""
+    import asyncio
+
+    from agents_bar_stream.server.connections import RateLimitedLoopErrors
+
+    handler = RateLimitedLoopErrors(interval=0.5)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level("ERROR", logger="asyncio"):
+            for _ in range(10_000):
+                handler(loop, {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")})
+            handler(loop, {"message": "something else"})
+            time.sleep(0.6)
+            handler(loop, {"message": "socket.accept() out of system resource"})
+    finally:
+        loop.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "9999 more" in lines[2]
