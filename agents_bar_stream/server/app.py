@@ -8,13 +8,18 @@ a 500 means a bug in this module.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import binascii
 import logging
 import math
+import os
+import shutil
 import sqlite3
+import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +55,15 @@ from agents_bar_stream.server.learner import (
     validate_config,
 )
 from agents_bar_stream.server.security import (
+    LoginLimiter,
     TokenSigner,
     hash_password,
     load_or_create_secret,
+    secure_data_dir,
     verify_password,
 )
 from agents_bar_stream.server.store import AgentExists, AgentRow, SequenceGap, Store, TooManyAgents
+from agents_bar_stream.server.uploads import BUFFER_FORMAT
 
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
@@ -75,7 +83,21 @@ MAX_SMALL_BODY = 1 * 2**20  # login, create, act, step
 MAX_LOG_PAGE = 10_000
 MAX_AGENTS_PER_USER = 100  # each agent holds a network, a replay buffer and a learner thread
 SNAPSHOT_BUFFER_STEPS = 1000  # the most recent steps a snapshot carries as its buffer
-_BUFFER_FORMAT = "agents-bar-stream/steps-v1"
+# Keys the published client puts in an agent's config that are not hyperparameters: taken out
+# before the hyperparameters are checked, and never stored (a password or a token in config would
+# be echoed by every GET /agents). description becomes the agent's description when the top-level
+# one is absent; agent_model repeats "model".
+_CLIENT_CONFIG_FIELDS = ("description", "agent_model", "username", "password", "access_token")
+# Password hashing (scrypt: ~16 MiB and tens of ms of a core each) runs on its own thread, one
+# hash at a time, with at most this many logins queued for it: a flood of logins (issue 9: 30-40
+# threads grew the server to 1.2 GiB, one scrypt buffer per request thread, and took the CPU
+# from ingestion) costs one core and one buffer at most. The rest are answered 429 at once.
+# Snapshot uploads spooled and checked at once (each check is a child process, uploads.py), and
+# how long a check may take.
+MAX_UPLOADS_AT_ONCE = 2
+UPLOAD_CHECK_TIMEOUT = 120.0
+LOGIN_HASH_WORKERS = 1
+MAX_LOGINS_WAITING = 16
 # Bodies over the limit are still read (and dropped) up to this many bytes before answering 413:
 # a client that is still sending when the server closes the connection sees a reset instead of
 # the 413 that tells it to split the batch.
@@ -103,6 +125,24 @@ def _validation_text(errors: Iterable[Mapping[str, Any]]) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
     return "; ".join(parts) or "invalid request"
+
+
+class _HashingPool:
+    """A small thread pool for password hashing, with a count of the calls waiting for it."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="agents-bar-login")
+        self.waiting = 0  # changed on the event loop only
+
+    async def run(self, fn, *args):
+        self.waiting += 1
+        try:
+            return await asyncio.wrap_future(self._pool.submit(fn, *args))
+        finally:
+            self.waiting -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -152,6 +192,60 @@ async def _read_body(request: Request, limit: int, *, too_large: dict[str, Any] 
     return b"".join(chunks)
 
 
+async def _spool_body(request: Request, limit: int, path: str) -> None:
+    """Write the body to ``path`` (mode 0600) as it arrives; a 413 when it is over ``limit`` bytes."""
+
+    def fail() -> APIError:
+        return APIError(413, f"request body is over the limit of {limit} bytes")
+
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > limit
+        except ValueError:
+            raise APIError(400, "bad Content-Length header") from None
+        if too_big:
+            await _drain(request)
+            raise fail()
+    size = 0
+    # Writes of the server's 64 KiB chunks go to the page cache in microseconds: on the loop.
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    await _drain(request)
+                    raise fail()
+                fh.write(chunk)
+        except ClientDisconnect:
+            raise APIError(400, "the client disconnected before sending the whole body") from None
+
+
+async def _check_snapshot_in_child(body_path: str, network_path: str, row: AgentRow) -> dict[str, Any]:
+    """Run uploads.py on a spooled snapshot body; raises APIError for a refused one."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agents_bar_stream.server.uploads", body_path, network_path, row.model,
+        str(row.config["obs_size"]), str(row.config["action_size"]), "1" if is_discrete(row.model) else "0",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=UPLOAD_CHECK_TIMEOUT)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        proc.kill()
+        await proc.wait()
+        raise APIError(503, "the snapshot could not be checked in time; try again later", headers={"Retry-After": "5"}) from None
+    try:
+        result = orjson.loads(out.splitlines()[-1]) if proc.returncode == 0 and out else None
+    except orjson.JSONDecodeError:
+        result = None
+    if not isinstance(result, dict):
+        logger.error("snapshot check exited with %s: %s", proc.returncode, err.decode(errors="replace")[-2000:])
+        raise APIError(503, "the snapshot could not be checked now; try again later", headers={"Retry-After": "5"})
+    if "status" in result:
+        raise APIError(int(result["status"]), str(result["detail"]), **dict(result.get("extra") or {}))
+    return result
+
+
 async def _form_fields(request: Request, body: bytes) -> dict[str, str]:
     """The text fields of a multipart form whose body was already read (by _read_body)."""
     sent = False
@@ -188,15 +282,6 @@ def _parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise APIError(422, f"the request body is not valid JSON: {exc}") from None
-
-
-def _b64decode(field: str, value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise APIError(422, f"{field} must be a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise APIError(422, f"{field} is not valid base64") from None
 
 
 def _check_obs(value: Any, size: int) -> list:
@@ -246,9 +331,9 @@ def create_app(
     streaming endpoints answer 404, so clients can be tested against an old server.
     """
     data_dir = Path(data_dir)
-    if not data_dir.exists():
-        # The database holds password hashes and every agent's data: the owner's eyes only.
-        data_dir.mkdir(parents=True, mode=0o700)
+    # The database holds password hashes and every agent's data: the owner's eyes only, whatever
+    # the directory held before (SQLite gives the -wal and -shm files the database file's mode).
+    secure_data_dir(data_dir)
     store = Store(data_dir / "agents-bar.sqlite3", synchronous=synchronous)
     for name, password in users:
         if not name or ":" in name:
@@ -256,10 +341,18 @@ def create_app(
         store.set_user(name, hash_password(password))
     signer = TokenSigner(load_or_create_secret(data_dir), ttl=token_ttl)
     learners = Learners(store, data_dir, learn=learn, save_interval=save_interval)
+    secure_data_dir(data_dir)  # the database, its WAL and the weights directory now exist
     state = _State(store, signer, learners, _Settings(max_batch_steps, max_batch_bytes, max_body_bytes))
     # A fixed hash to check against when the user does not exist, so that a login for an unknown
     # name takes as long as one with a wrong password.
     dummy_hash = hash_password("not a password")
+    login_limiter = LoginLimiter()
+    upload_slots = asyncio.Semaphore(MAX_UPLOADS_AT_ONCE)
+    upload_dir = data_dir / "uploads"
+    upload_dir.mkdir(mode=0o700, exist_ok=True)
+    for leftover in upload_dir.iterdir():  # bodies of uploads a crash interrupted
+        shutil.rmtree(leftover, ignore_errors=True)
+    hashing = _HashingPool(LOGIN_HASH_WORKERS)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -271,6 +364,7 @@ def create_app(
         try:
             yield
         finally:
+            hashing.close()
             await run_in_threadpool(learners.close)
             await run_in_threadpool(loader.join, 30)
             store.close()
@@ -360,9 +454,20 @@ def create_app(
             raise APIError(422, "form fields 'username' and 'password' are required (application/x-www-form-urlencoded)")
         if not isinstance(username, str) or not isinstance(password, str):
             raise APIError(422, "username and password must be text fields")
+        address = request.client.host if request.client else "unknown"
+        wait = login_limiter.try_acquire(username, address)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            raise APIError(429, f"too many failed logins for this account or from this address; try again in {retry} s",
+                           headers={"Retry-After": str(retry)})
         stored = store.password_hash(username)
-        ok = await run_in_threadpool(verify_password, password, stored or dummy_hash)
-        if not (ok and stored):
+        if hashing.waiting >= MAX_LOGINS_WAITING:
+            login_limiter.release(username, address)  # not judged: no failure to count
+            raise APIError(429, "too many logins at once; try again in a second", headers={"Retry-After": "1"})
+        ok = await hashing.run(verify_password, password, stored or dummy_hash)
+        if ok and stored:
+            login_limiter.release(username, address)
+        else:
             raise APIError(400, "incorrect username or password")
         return _json({"access_token": signer.issue(username), "token_type": "bearer"})
 
@@ -389,14 +494,23 @@ def create_app(
         if not isinstance(model, str) or model.lower() not in SUPPORTED_MODELS:
             raise APIError(422, f"unknown model {model!r}; supported: {', '.join(SUPPORTED_MODELS)}")
         model = model.lower()
+        config_doc = doc.get("config")
         description = doc.get("description")
+        if isinstance(config_doc, dict):
+            # The published client (0.4.2) sends every RemoteAgent(...) keyword inside config,
+            # hyperparameters or not: RemoteAgent(client, name, description="...") arrives as
+            # config.description, and username/password/access_token when given that way.
+            config_doc = dict(config_doc)
+            in_config = {k: config_doc.pop(k) for k in _CLIENT_CONFIG_FIELDS if k in config_doc}
+            if description is None:
+                description = in_config.get("description")
         if description is not None and (not isinstance(description, str) or len(description) > 10_000):
             raise APIError(422, "description must be a string of at most 10000 characters, or null")
         is_active = doc.get("is_active", True)
         if not isinstance(is_active, bool):
             raise APIError(422, "is_active must be true or false")
         try:
-            config = validate_config(model, doc.get("config"))
+            config = validate_config(model, config_doc)
         except ConfigError as exc:
             raise APIError(422, str(exc)) from None
         try:
@@ -492,7 +606,7 @@ def create_app(
             total = store.steps_received(row.id)
             start = max(total - SNAPSHOT_BUFFER_STEPS, 0)
             steps = [s for _p, _q, s in store.read_log(row.id, start, SNAPSHOT_BUFFER_STEPS)]
-            buffer = orjson.dumps({"format": _BUFFER_FORMAT, "steps": steps})
+            buffer = orjson.dumps({"format": BUFFER_FORMAT, "steps": steps})
             config = orjson.dumps({"model": row.model, **row.config})
             return {
                 "model": row.model,
@@ -511,41 +625,15 @@ def create_app(
     @app.post(p + "/snapshots/{name}")
     async def post_snapshot(name: str, request: Request) -> Response:
         row = _agent(_user(request), name)
-        doc = _parse_json(await _read_body(request, state.settings.max_body_bytes))
-        fields = ("model", "obs_size", "action_size", "encoded_config", "encoded_network", "encoded_buffer")
-        if not isinstance(doc, dict) or any(k not in doc for k in fields):
-            raise APIError(422, f"a snapshot is an object with {', '.join(fields)}")
-        if not isinstance(doc["model"], str) or doc["model"].lower() != row.model:
-            raise APIError(422, f"snapshot model {doc['model']!r} does not match the agent's ({row.model})")
-        for key in ("obs_size", "action_size"):
-            if doc[key] != row.config[key] or type(doc[key]) is not int:
-                raise APIError(422, f"snapshot {key} {doc[key]!r} does not match the agent's ({row.config[key]})")
-        config_bytes = _b64decode("encoded_config", doc["encoded_config"])
-        network = _b64decode("encoded_network", doc["encoded_network"])
-        buffer_bytes = _b64decode("encoded_buffer", doc["encoded_buffer"])
-        # Every part is JSON or a torch zip read with weights_only: nothing a client sends is unpickled.
-        if config_bytes:
-            try:
-                config = orjson.loads(config_bytes)
-            except orjson.JSONDecodeError:
-                raise APIError(422, "encoded_config must be base64 of a JSON object (pickles are refused)") from None
-            if not isinstance(config, dict):
-                raise APIError(422, "encoded_config must be base64 of a JSON object")
-        if buffer_bytes:
-            try:
-                buffer = orjson.loads(buffer_bytes)
-            except orjson.JSONDecodeError:
-                raise APIError(422, "encoded_buffer must be base64 of JSON (pickles are refused)") from None
-            steps = buffer.get("steps") if isinstance(buffer, dict) else None
-            if not isinstance(steps, list):
-                raise APIError(422, f'encoded_buffer must be JSON {{"format": "{_BUFFER_FORMAT}", "steps": [...]}}')
-            for i, s in enumerate(steps):
-                try:
-                    validate_step(
-                        s, obs_size=row.config["obs_size"], action_size=row.config["action_size"], discrete=is_discrete(row.model)
-                    )
-                except StepInvalid as exc:
-                    raise APIError(422, f"encoded_buffer step {i} is invalid: {exc}", index=i) from None
+        # The body goes to a file as it arrives and is parsed by a child process (uploads.py):
+        # its size never holds the event loop or the GIL, and the child's memory goes with it.
+        # Two at a time; a third waits (not reading, so its client is held back by TCP).
+        async with upload_slots:
+            with tempfile.TemporaryDirectory(dir=upload_dir) as tmp:
+                body_path, network_path = os.path.join(tmp, "body"), os.path.join(tmp, "network")
+                await _spool_body(request, state.settings.max_body_bytes, body_path)
+                result = await _check_snapshot_in_child(body_path, network_path, row)
+                network = await run_in_threadpool(Path(network_path).read_bytes) if result.get("network") else b""
         runtime = await _runtime(row)
         if network:
             try:

@@ -46,9 +46,12 @@ MAX_ACTION_SIZE = 1024
 # and 1024 actions would be ~210M parameters, 4 GB with its target net and optimizer):
 MAX_NETWORK_PARAMETERS = 4_000_000
 # Multiply-adds of one learning step (weights x samples x updates): a learning step runs under the
-# agent's lock, which act() waits for, so it must stay within a few seconds on one core. A PPO
-# of Humanoid's size (376 inputs, 256x256, rollouts of 2048, 10 updates) is ~7e9.
-MAX_UPDATE_COST = 20_000_000_000
+# agent's lock, which act() waits for (ACT_LOCK_TIMEOUT, 2 s), so it must stay well under that on
+# one busy core. Measured here: a DQN at 4e9 (3 x 1024 units, batch 1900) takes 1.3 s per step;
+# the 1.3e10 of issue 9 (4 x 1024, batch 4096) took 4.2 s, and act answered 503 half the time.
+# A PPO of Humanoid's size (376 inputs, 256x256, 10 updates) fits with rollouts of 1024 (~3.4e9).
+# docs/protocol.md states this number; tests/server/test_server_hardening.py checks that it does.
+MAX_UPDATE_COST = 4_000_000_000
 # Numbers a full replay buffer may hold. It only fills as steps arrive, so this guards against a
 # config that could never fit (ai-traineree keeps them as Python floats, ~32 bytes each), while
 # the library's defaults for usual observation sizes (DDPG: 10^6 steps of up to ~120 numbers) pass.
@@ -66,6 +69,8 @@ LEARN_CHUNK = 256
 #: Seconds between weight saves of an agent that has learned something since the last one.
 DEFAULT_SAVE_INTERVAL = 30.0
 _TORCH_ZIP_MAGIC = b"PK\x03\x04"
+# Integer buffers a network may carry (e.g. BatchNorm's num_batches_tracked); weights are floats.
+_INTEGER_DTYPES = frozenset({torch.int64, torch.int32})
 
 
 class ConfigError(ValueError):
@@ -261,10 +266,45 @@ def build_agent(model: str, config: Mapping[str, Any]):
     elif model == "ddpg":
         from aitraineree.agents.ddpg import DDPGAgent as cls
     elif model == "ppo":
-        from aitraineree.agents.ppo import PPOAgent as cls
+        cls = _ppo_class()
     else:
         raise ConfigError(f"unknown model {model!r}")
     return cls(obs_space, action_space, **hyper)
+
+
+_PPO_CLASS = None
+_PPO_MAX_RATIO = 1000.0
+
+
+def _ppo_class():
+    """ai-traineree's PPOAgent, stopping an actor update whose probability ratio overflowed.
+
+    PPO's ratio is exp(new - old log probability) of the logged action. A server learns from
+    actions its clients chose, which the policy may find all but impossible: where the policy's
+    std is clamped to 0.001 a log probability is ~-5e5, and after one update the ratio overflows to
+    inf. The clipped objective can still be finite, but its gradient is 0 x inf = NaN and the
+    weights are NaN after the optimizer step (issue 14: ``ppo reported no loss``, a third of the
+    runs of the learning test). PPO already stops a minibatch's actor updates when the KL estimate
+    is too large; it does not catch this case, since that estimate is then hugely negative. Here a
+    non-finite loss, or a mean ratio over 1000, reports an infinite KL, so PPO stops before the
+    step that would poison the weights.
+    """
+    global _PPO_CLASS
+    if _PPO_CLASS is None:
+        from aitraineree.agents.ppo import PPOAgent
+
+        class GuardedPPOAgent(PPOAgent):
+            def compute_policy_loss(self, samples):
+                loss, kl_div = super().compute_policy_loss(samples)
+                ratio = float(self._metrics.get("policy/policy_ratio", 1.0))
+                # "not <=" catches NaN too. A mean ratio of 1000 is far outside PPO's clip range
+                # (1 +- 0.25); beyond it the gradients can overflow even while the loss is finite.
+                if not (math.isfinite(float(loss.detach())) and ratio <= _PPO_MAX_RATIO):
+                    kl_div = math.inf
+                return loss, kl_div
+
+        _PPO_CLASS = GuardedPPOAgent
+    return _PPO_CLASS
 
 
 def _network_state(agent) -> dict[str, dict[str, torch.Tensor]]:
@@ -273,6 +313,18 @@ def _network_state(agent) -> dict[str, dict[str, torch.Tensor]]:
 
 def _all_finite(agent) -> bool:
     return all(bool(torch.isfinite(t).all()) for v in agent.get_network_state().net.values() for t in v.values())
+
+
+def _finite_losses(agent) -> dict[str, float]:
+    out = {}
+    for key, value in dict(agent.loss).items():
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            out[str(key)] = value
+    return out
 
 
 def encode_network(net: Mapping[str, Any]) -> bytes:
@@ -301,10 +353,33 @@ def decode_network(data: bytes) -> dict[str, dict[str, torch.Tensor]]:
         raise NetworkFormatError("encoded_network must be a dict of module state dicts")
     for part, tensors in net.items():
         for key, tensor in tensors.items():
+            # Only real floating point weights and integer buffers: a complex tensor is not
+            # "floating point" to torch, so a finiteness check that skips other dtypes let complex
+            # NaN weights through, and load_state_dict then copied their real part, NaN, into
+            # the network (issue 9). Bool, quantized and other dtypes have no business here either.
+            if tensor.is_complex() or not (tensor.is_floating_point() or tensor.dtype in _INTEGER_DTYPES):
+                raise NetworkFormatError(f"encoded_network: {part}.{key} has dtype {tensor.dtype}; "
+                                         "only real floating point weights (and integer buffers) are taken")
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 # Loaded, such weights answer act() with NaN and poison everything learned after.
                 raise NetworkFormatError(f"encoded_network holds non-finite weights ({part}.{key})")
     return net
+
+
+def _check_fits(net: Mapping[str, Mapping[str, torch.Tensor]], current: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Refuse a state dict whose parts, keys or dtype kinds differ from the agent's own."""
+    if set(net) != set(current):
+        raise NetworkFormatError(f"encoded_network has parts {sorted(net)}; this agent has {sorted(current)}")
+    for part, tensors in net.items():
+        mine = current[part]
+        if set(tensors) != set(mine):
+            raise NetworkFormatError(f"encoded_network.{part} has other keys than this agent's network")
+        for key, tensor in tensors.items():
+            own = mine[key]
+            # A float weight takes any real float (it is cast); an integer buffer only its own dtype.
+            same_kind = tensor.is_floating_point() if own.is_floating_point() else tensor.dtype == own.dtype
+            if not same_kind:
+                raise NetworkFormatError(f"encoded_network: {part}.{key} has dtype {tensor.dtype}, this agent's is {own.dtype}")
 
 
 # -- one agent at run time -----------------------------------------------------------------------
@@ -326,6 +401,7 @@ class AgentRuntime:
         self.agent = build_agent(row.model, row.config)
         self.cursor = 0  # log position of the next step to learn
         self.learn_errors = 0
+        self._good_loss: dict[str, float] = {}  # the losses of the last weights known to be finite
         self._errors_logged_at = -math.inf
         self._errors_unlogged = 0
         self._deleted = False  # set by Learners.remove: nothing may be written for this agent any more
@@ -359,7 +435,8 @@ class AgentRuntime:
             payload = {"network": _network_state(self.agent), "cursor": self.cursor, "model": self.model}
         cursor = payload["cursor"]
         tmp = self._weights_path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
+        # 0600 whatever the umask: the weights are the owner's data (see security.secure_data_dir).
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -390,6 +467,7 @@ class AgentRuntime:
         net = decode_network(data)
         with self._busy_lock():
             backup = _network_state(self.agent)
+            _check_fits(net, backup)
             try:
                 self._set_network(net)
             except Exception as exc:  # noqa: BLE001 - load_state_dict raises RuntimeError, KeyError, ...
@@ -435,16 +513,10 @@ class AgentRuntime:
     def loss(self) -> dict[str, float]:
         """The agent's latest losses; names whose value is not known yet (NaN) are left out."""
         with self._busy_lock():
-            raw = dict(self.agent.loss)
-        out = {}
-        for key, value in raw.items():
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(value):
-                out[str(key)] = value
-        return out
+            out = _finite_losses(self.agent)
+        # After a divergence the agent is a fresh one that has not learned yet: the losses of the
+        # weights it was restored to are the latest that are known.
+        return out or dict(self._good_loss)
 
     # learning
 
@@ -481,27 +553,54 @@ class AgentRuntime:
         if not entries:
             return 0
         with self.lock:
-            good = _network_state(self.agent)
+            good = self._checkpoint()
         for _producer, _seq, step in entries:
             if self._stop.is_set():
                 break
+            failed = False
             try:
                 with self.lock:
                     self.agent.step(self._experience(step))
             except Exception:
                 # One step the agent chokes on must not stop learning from the rest (nor kill the thread).
                 self._learn_error("learning from log position %s failed", self.cursor)
+                failed = True
             self.cursor += 1
+            if failed or self._trained_rollout():
+                # A step that fails, or a PPO update (a whole rollout's worth of learning in one
+                # step), is where weights diverge: check at once rather than at the end of the
+                # chunk, so that the steps after it are learned by a healthy agent instead of each
+                # failing on NaN weights (PPO with off-policy actions: the probability ratio
+                # exp(new - old log prob) overflows, the loss is inf, the weights NaN).
+                with self.lock:
+                    if _all_finite(self.agent):
+                        good = self._checkpoint()
+                    else:
+                        self._restore(good)
         with self.lock:
             if not _all_finite(self.agent):
-                # Putting the weights back is not enough: the optimizer's moments and the replay
-                # buffer's priorities are NaN too, and every later update would fail (or stay NaN).
-                # A fresh agent with the last good weights learns on from the next steps.
-                self._learn_error("weights diverged (NaN/inf) before log position %s; restored the last good "
-                                  "weights in a fresh agent (its replay buffer starts empty)", self.cursor)
-                self.agent = build_agent(self.model, self.config)
-                self._set_network(good)
+                self._restore(good)
         return len(entries)
+
+    def _checkpoint(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The current weights (the caller holds the lock), and their losses kept for :meth:`loss`."""
+        losses = _finite_losses(self.agent)
+        if losses:
+            self._good_loss = losses
+        return _network_state(self.agent)
+
+    def _trained_rollout(self) -> bool:
+        agent = self.agent
+        return self.model == "ppo" and agent.iteration > 0 and agent.iteration % agent.rollout_length == 0
+
+    def _restore(self, good: Mapping[str, Any]) -> None:
+        # Putting the weights back is not enough: the optimizer's moments and the replay buffer's
+        # priorities are NaN too, and every later update would fail (or stay NaN). A fresh agent
+        # with the last good weights learns on from the next steps. The caller holds the lock.
+        self._learn_error("weights diverged (NaN/inf) before log position %s; restored the last good "
+                          "weights in a fresh agent (its replay buffer starts empty)", self.cursor)
+        self.agent = build_agent(self.model, self.config)
+        self._set_network(good)
 
     def _learn_error(self, message: str, *args: Any) -> None:
         """Count a learning failure; log it with its traceback, but at most once a minute per agent."""
@@ -565,7 +664,7 @@ class Learners:
     def __init__(self, store: Store, data_dir: Path, *, learn: bool = True, save_interval: float = DEFAULT_SAVE_INTERVAL) -> None:
         self._store = store
         self._dir = Path(data_dir) / "weights"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._learn = learn
         self._save_interval = save_interval
         self._runtimes: dict[int, AgentRuntime] = {}

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -53,6 +54,7 @@ class LocalServer:
         self.process: subprocess.Popen | None = None
         self.log_path = self.data_dir / "server.log"
         self._port_file = self.data_dir / "server.port"
+        self._user_file: str | None = None  # exists only while the process starts
 
     @property
     def url(self) -> str:
@@ -78,22 +80,38 @@ class LocalServer:
             "--data-dir", str(self.data_dir),
             "--port-file", str(self._port_file),
         ]  # fmt: skip
-        for name, password in self.users:
-            cmd += ["--user", f"{name}:{password}"]
+        if self._user_file is not None:
+            # Passwords travel in a 0600 file, never in arguments: those are in every `ps` listing.
+            cmd += ["--user-file", self._user_file]
         return cmd + self.extra_args
 
     def start(self, timeout: float = 60.0) -> LocalServer:
         """Start the process and wait until it answers HTTP; raises :class:`ServerStartError`."""
         if self.running:
             raise RuntimeError("the server is already running")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._port_file.unlink(missing_ok=True)
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
-            )
+        if self.users:
+            fd, self._user_file = tempfile.mkstemp(prefix="agents-bar-users-", text=True)  # mode 0600
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.writelines(f"{name}:{password}\n" for name, password in self.users)
+        try:
+            # The log is the owner's alone (it can name agents and accounts): 0600 whatever the umask.
+            with open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+                self.process = subprocess.Popen(
+                    self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+                )
+            return self._wait_started(timeout)
+        finally:
+            # The server read it before it answered (or it is gone): no copy of the passwords stays.
+            if self._user_file is not None:
+                os.unlink(self._user_file)
+                self._user_file = None
+
+    def _wait_started(self, timeout: float) -> LocalServer:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:

@@ -7,6 +7,7 @@ the standard library at the top; fastapi, uvicorn and torch are imported by ``ru
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import os
@@ -34,11 +35,38 @@ def _default_data_dir() -> str:
     return os.path.join(base, "agents-bar-stream", "server")
 
 
-def _user(text: str) -> tuple[str, str]:
-    name, sep, password = text.partition(":")
-    if not sep or not name or not password:
-        raise argparse.ArgumentTypeError("expected NAME:PASSWORD")
-    return name, password
+_NO_PASSWORD_ARGS = (
+    "a password on the command line is visible to every user of this machine (ps, /proc/*/cmdline); "
+    "give --user NAME with the password in $AGENTS_BAR_PASSWORD, or --user-file FILE"
+)
+
+
+def _user(text: str) -> str:
+    if ":" in text:
+        # NAME:PASSWORD was the old form (issue 9): refused, not merely discouraged, since the
+        # password is already exposed by the time this runs.
+        raise argparse.ArgumentTypeError(_NO_PASSWORD_ARGS)
+    if not text:
+        raise argparse.ArgumentTypeError("expected a user NAME")
+    return text
+
+
+def read_user_file(path: str) -> list[tuple[str, str]]:
+    """``NAME:PASSWORD`` lines of ``path`` (blank lines and ``#`` comments skipped); raises ``ValueError``."""
+    users = []
+    with open(path, encoding="utf-8") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if mode & 0o077:
+            logger.warning("the user file %s is readable by other users (mode %o); chmod 600 it", path, mode & 0o777)
+        for number, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, password = line.partition(":")
+            if not sep or not name or not password:
+                raise ValueError(f"{path}, line {number}: expected NAME:PASSWORD")
+            users.append((name, password))
+    return users
 
 
 def _positive(kind):
@@ -65,13 +93,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=_user,
         default=[],
-        metavar="NAME:PASSWORD",
-        help="ensure this account exists with this password (repeatable); AGENTS_BAR_USERNAME/PASSWORD are added too",
+        metavar="NAME",
+        help="ensure this account exists, with the password in $AGENTS_BAR_PASSWORD (never on the command line)",
+    )
+    parser.add_argument(
+        "--user-file",
+        metavar="FILE",
+        help="ensure the accounts of FILE exist with their passwords: NAME:PASSWORD lines (keep it mode 0600)",
     )
     parser.add_argument("--token-ttl", type=_positive(float), default=24 * 3600.0, help="access token lifetime in seconds")
     parser.add_argument("--max-batch-steps", type=_positive(int), default=10_000, help="most steps per POST /steps")
     parser.add_argument("--max-batch-bytes", type=_positive(int), default=8 * 2**20, help="largest POST /steps body")
     parser.add_argument("--max-body-bytes", type=_positive(int), default=64 * 2**20, help="largest snapshot body")
+    parser.add_argument(
+        "--max-connections", type=_positive(int), default=1000,
+        help="most open connections (lowered to fit the open-file limit); past it, the connection waiting "
+        "longest for its request head is closed (default: %(default)s)",
+    )
     parser.add_argument("--save-interval", type=_positive(float), default=30.0, help="seconds between weight saves")
     parser.add_argument(
         "--synchronous",
@@ -90,11 +128,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _users(args: argparse.Namespace) -> list[tuple[str, str]]:
-    users = list(args.user or [])
-    name, password = env_credentials()
-    if name and password:
+    """Accounts from --user-file, --user NAME (password from the environment) and the environment."""
+    users = read_user_file(args.user_file) if args.user_file else []
+    env_name, password = env_credentials()
+    for name in args.user or []:
+        if not password:
+            raise ValueError(f"--user {name}: set its password in $AGENTS_BAR_PASSWORD, or use --user-file")
         users.append((name, password))
+    if env_name and password:
+        users.append((env_name, password))
     return users
+
+
+def _connection_cap(wanted: int) -> int:
+    """``wanted``, lowered so that connections cannot take the file descriptors the server needs.
+
+    The soft open-file limit is raised to the hard one first. What the server itself holds (the
+    database, its WAL and shared memory for each of up to ~41 threads, torch, logs) is reserved.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    except (ImportError, ValueError, OSError):  # not POSIX, or not allowed: keep the limit as it is
+        return wanted
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 64
+    reserve = in_use + 3 * 42 + 32  # a SQLite connection (3 files) per request thread, plus slack
+    cap = min(wanted, soft - reserve)
+    if cap < 16:
+        logger.warning("only %d file descriptors may be opened (ulimit -n); allowing 16 connections", soft)
+        cap = 16
+    elif cap < wanted:
+        logger.info("at most %d connections: the open-file limit is %d", cap, soft)
+    return cap
 
 
 def _write_port_file(path: str, port: int) -> None:
@@ -117,10 +192,17 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"agents-bar-stream serve: the server needs the 'server' extra ({exc})", file=sys.stderr)
         return 2
 
+    # Every file the server creates (the database and its WAL, weights, logs) is the owner's alone.
+    os.umask(0o077)
+    try:
+        users = _users(args)
+    except (OSError, ValueError) as exc:
+        print(f"agents-bar-stream serve: {exc}", file=sys.stderr)
+        return 2
     data_dir = Path(args.data_dir).expanduser()
     app = create_app(
         data_dir,
-        users=_users(args),
+        users=users,
         token_ttl=args.token_ttl,
         max_batch_steps=args.max_batch_steps,
         max_batch_bytes=args.max_batch_bytes,
@@ -152,8 +234,15 @@ def run_from_args(args: argparse.Namespace) -> int:
     sock.set_inheritable(True)
     port = sock.getsockname()[1]
 
+    from agents_bar_stream.server.connections import ConnectionLimits, RateLimitedLoopErrors, guarded_protocol
+
+    limits = ConnectionLimits(max_connections=_connection_cap(args.max_connections))
+
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
+            # asyncio logs an accept error once per pending connection, in a tight loop, when file
+            # descriptors run out (issue 9: 143 MB of log in 25 s): one line per 10 s instead.
+            asyncio.get_running_loop().set_exception_handler(RateLimitedLoopErrors(interval=10.0))
             await super().startup(sockets=sockets)
             if self.started and args.port_file:
                 _write_port_file(args.port_file, port)
@@ -165,6 +254,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         access_log=level <= logging.DEBUG,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # Head and body deadlines and the connection cap (connections.py); uvicorn's own settings:
+        http=guarded_protocol(limits),
+        timeout_keep_alive=limits.keep_alive,
+        h11_max_incomplete_event_size=limits.max_head_bytes,
+        # uvicorn answers 503 once this many requests are in flight; the cap itself is the protocol's.
+        limit_concurrency=limits.max_connections + 1,
+        # asyncio's accept loop tries this many accepts per wake-up (and logs each failure).
+        backlog=128,
     )
     server = _Server(config)
     # After a graceful shutdown uvicorn raises the signal it caught again, against the handler

@@ -14,12 +14,18 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import stat
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
-__all__ = ["TokenSigner", "hash_password", "load_or_create_secret", "verify_password"]
+__all__ = ["LoginLimiter", "TokenSigner", "hash_password", "load_or_create_secret", "secure_data_dir", "verify_password"]
+
+logger = logging.getLogger(__name__)
 
 # scrypt cost: about 30 ms and 16 MiB per login on a small machine. Logins are rare (one per
 # client process), so the cost only slows down password guessing.
@@ -81,6 +87,45 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     return key
 
 
+def secure_data_dir(data_dir: Path) -> None:
+    """Make ``data_dir`` the owner's alone: the directory and its subdirectories 0700, its files 0600.
+
+    The database holds the password hashes and every agent's data. A directory that existed
+    before the server started (a helper, a test or ``mkdir`` made it, with the usual umask 022)
+    kept its files readable by everyone; so whatever was there is tightened at every start, and
+    a warning says that it was open. Only entries that this user owns are changed; symlinks are
+    left alone (never followed).
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    loose = []
+    for path in [data_dir, *_walk(data_dir)]:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:  # removed meanwhile (a WAL checkpoint, a temp file)
+            continue
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        wanted = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            loose.append(f"{path.name or path} ({stat.S_IMODE(st.st_mode):o})")
+            os.chmod(path, stat.S_IMODE(st.st_mode) & wanted)
+    if loose:
+        logger.warning("the data directory %s was readable by other users: %s; made it the owner's only "
+                       "(directories 0700, files 0600)", data_dir, ", ".join(loose[:10]) + (" ..." if len(loose) > 10 else ""))
+
+
+def _walk(root: Path, *, limit: int = 100_000):
+    """Every entry under ``root`` (not following symlinks), at most ``limit`` of them."""
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            seen += 1
+            if seen > limit:
+                return
+            yield Path(dirpath) / name
+
+
 class TokenSigner:
     """Issues and checks HMAC-signed access tokens that expire after ``ttl`` seconds."""
 
@@ -116,3 +161,75 @@ class TokenSigner:
         if (time.time() if now is None else now) >= expires:
             return None
         return username
+
+
+class _Buckets:
+    """Token buckets by key (``capacity`` tokens, one back every ``refill`` seconds), at most ``max_keys`` kept.
+
+    A full bucket carries no information, so it is dropped; when too many keys are kept, the
+    least recently charged go first (a spray of made-up user names cannot grow memory).
+    """
+
+    def __init__(self, capacity: int, refill: float, max_keys: int = 10_000) -> None:
+        self.capacity = capacity
+        self.refill = refill
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, at = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - at) / self.refill)
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` has a token (0: it has one now)."""
+        tokens = self._tokens(key, now)
+        return 0.0 if tokens >= 1 else (1 - tokens) * self.refill
+
+    def take(self, key: str, now: float) -> None:
+        self._buckets[key] = (self._tokens(key, now) - 1, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+
+    def give_back(self, key: str, now: float) -> None:
+        tokens = self._tokens(key, now) + 1
+        if tokens >= self.capacity:
+            self._buckets.pop(key, None)
+        else:
+            self._buckets[key] = (tokens, now)
+
+
+class LoginLimiter:
+    """Failed logins allowed per account and per client address, as token buckets.
+
+    A login attempt takes a token from both buckets *before* its password is hashed (so that
+    concurrent attempts cannot all slip through), and a successful one gives both back: only
+    failures count. An attempt without a token in either bucket is refused with the seconds to
+    wait, and costs nothing (no hashing). Thread-safe.
+    """
+
+    # Defaults: 20 failures in a row per account, then one every 3 s (20 a minute); 60 per client
+    # address, then one a second. A person who mistypes is never stopped; a guesser gets ~1 try/s.
+    def __init__(self, *, per_account: int = 20, account_refill: float = 3.0,
+                 per_address: int = 60, address_refill: float = 1.0) -> None:
+        self._accounts = _Buckets(per_account, account_refill)
+        self._addresses = _Buckets(per_address, address_refill)
+        self._lock = threading.Lock()
+
+    def try_acquire(self, account: str, address: str, *, now: float | None = None) -> float:
+        """0 and a token taken from both buckets, or the seconds to wait (nothing taken)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            wait = max(self._accounts.wait(account, now), self._addresses.wait(address, now))
+            if wait > 0:
+                return wait
+            self._accounts.take(account, now)
+            self._addresses.take(address, now)
+            return 0.0
+
+    def release(self, account: str, address: str, *, now: float | None = None) -> None:
+        """Give back the tokens of an attempt that succeeded (or was never judged)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._accounts.give_back(account, now)
+            self._addresses.give_back(address, now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import socket
 import time
 
@@ -72,18 +73,59 @@ def test_snapshot_with_non_finite_weights_is_refused(api: Api, agent_name):
     assert api.post(f"/agents/{agent_name}/act", data=b"[0.1, 0.2, 0.3, 0.4]").status_code == 200
 
 
+@pytest.mark.parametrize("model", ["dqn", "ddpg"])
+@pytest.mark.parametrize("kind", ["complex-nan", "complex-finite", "bool", "int8", "int-for-float"])
+def test_snapshot_weights_of_other_dtypes_are_refused(api: Api, agent_name, model, kind):
+    """Issue 9: NaN weights sent as complex tensors passed the finiteness check (it looked only at
+    floating point tensors) and were loaded: DQN then acted on NaN, DDPG answered 503 for good."""
+    torch = pytest.importorskip("torch")
+    api.create_agent(agent_name, model, obs_size=4, action_size=2 if model == "dqn" else 1)
+    snap = api.get(f"/snapshots/{agent_name}").json()
+    net = torch.load(io.BytesIO(base64.b64decode(snap["encoded_network"])), weights_only=True)
+    for tensors in net.values():
+        for key, tensor in tensors.items():
+            if kind == "complex-nan":
+                tensors[key] = torch.complex(torch.full_like(tensor, float("nan")), torch.zeros_like(tensor))
+            elif kind == "complex-finite":
+                tensors[key] = tensor.to(torch.complex64)
+            elif kind == "bool":
+                tensors[key] = tensor > 0
+            elif kind == "int8":
+                tensors[key] = tensor.to(torch.int8)
+            else:
+                tensors[key] = tensor.to(torch.int64)
+    buf = io.BytesIO()
+    torch.save(net, buf)
+    resp = api.post(f"/snapshots/{agent_name}", json={**snap, "encoded_network": base64.b64encode(buf.getvalue()).decode()})
+    assert resp.status_code == 422, resp.text
+    assert "dtype" in resp.json()["detail"]
+    # The agent kept its own weights: it acts, with finite actions, every time.
+    for _ in range(5):
+        act = api.post(f"/agents/{agent_name}/act", data=b"[0.1, 0.2, 0.3, 0.4]")
+        assert act.status_code == 200, act.text
+        assert all(math.isfinite(v) for v in act.json()["action"])
+
+
+def test_snapshot_of_the_agents_own_weights_still_loads(api: Api, agent_name):
+    api.create_agent(agent_name, "ddpg", obs_size=4, action_size=1)
+    snap = api.get(f"/snapshots/{agent_name}").json()
+    assert api.post(f"/snapshots/{agent_name}", json=snap).status_code == 200
+
+
 @pytest.mark.parametrize(
     "model, config, words",
     [
         ("rainbow", {"obs_size": 4096, "action_size": 512, "num_atoms": 201, "hidden_layers": [1024]}, "weights"),
         ("dqn", {"obs_size": 4, "action_size": 2, "hidden_layers": [1024] * 4, "batch_size": 4096, "number_updates": 20},
          "learning step"),
+        # issue 9: accepted under the old, undocumented cap of 2e10; act then answered 503 half the time
+        ("dqn", {"obs_size": 4, "action_size": 2, "hidden_layers": [1024] * 4, "batch_size": 4096}, "learning step"),
         ("ddpg", {"obs_size": 4096, "action_size": 8}, "buffer_size"),
         ("ppo", {"obs_size": 4, "action_size": 2, "batch_size": 1, "rollout_length": 1}, "at least 2"),
         # PPO learns from the whole rollout each time, whatever its batch_size
         ("ppo", {"obs_size": 64, "action_size": 8, "rollout_length": 100_000, "batch_size": 64}, "rollout_length"),
     ],
-    ids=["huge-network", "huge-update", "huge-buffer", "ppo-batch-of-one", "ppo-huge-rollout"],
+    ids=["huge-network", "huge-update", "issue-9-update", "huge-buffer", "ppo-batch-of-one", "ppo-huge-rollout"],
 )
 def test_configs_that_would_take_over_the_server_are_refused(api: Api, agent_name, model, config, words):
     started = time.monotonic()
@@ -98,8 +140,8 @@ def test_configs_that_would_take_over_the_server_are_refused(api: Api, agent_nam
     "model, config",
     [
         ("ddpg", {"obs_size": 33, "action_size": 4}),  # Reacher, the library's defaults (a 10^6 buffer)
-        ("ppo", {"obs_size": 376, "action_size": 17, "hidden_layers": [256, 256], "rollout_length": 2048,
-                 "batch_size": 64}),  # Humanoid-sized
+        ("ppo", {"obs_size": 376, "action_size": 17, "hidden_layers": [256, 256], "rollout_length": 1024,
+                 "batch_size": 64}),  # Humanoid-sized (rollouts of 2048 cost 6.8e9, over the cap)
         ("dqn", {"obs_size": 8, "action_size": 4, "hidden_layers": [256, 256], "batch_size": 128}),  # LunarLander
         ("rainbow", {"obs_size": 128, "action_size": 18}),  # Atari RAM, the library's defaults
     ],
@@ -143,3 +185,31 @@ def test_a_healthy_agent_learns_without_errors(api: Api, agent_name):
     info = wait_for(lambda: (lambda i: i if i["steps_learned"] == 200 else None)(api.agent(agent_name)),
                     timeout=60, message="the learner to take all 200 steps")
     assert info["learn_errors"] == 0
+
+
+def _power_of_ten(value: int) -> str:
+    """4_000_000_000 -> '4 x 10^9', as docs/protocol.md writes large limits."""
+    exponent = len(str(value)) - 1
+    mantissa = value / 10**exponent
+    return f"{mantissa:g} x 10^{exponent}"
+
+
+def test_documented_limits_are_the_enforced_ones():
+    """The limits table of docs/protocol.md states the constants the server enforces (issue 9: the
+    page said 4 x 10^9 for a learning step while the code enforced 2 x 10^10)."""
+    from pathlib import Path
+
+    from agents_bar_stream.server import app, learner
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    rows = {
+        "| weights of one network (actor and critic count twice) |": f"{learner.MAX_NETWORK_PARAMETERS:,}".replace(",", " "),
+        "| one learning step: weights x `batch_size` (PPO: `rollout_length`) x updates (x `num_epochs`) |": _power_of_ten(learner.MAX_UPDATE_COST),
+        "| numbers in a full replay buffer: `buffer_size` x (2 `obs_size` + `action_size` + 2) |":
+            _power_of_ten(learner.MAX_BUFFER_NUMBERS),
+        "| agents per account |": str(app.MAX_AGENTS_PER_USER),
+    }
+    for row, value in rows.items():
+        line = next((x for x in doc.splitlines() if x.startswith(row)), None)
+        assert line is not None, f"docs/protocol.md has no limits row {row!r}"
+        assert line.split("|")[2].strip() == value, f"docs/protocol.md says {line!r}; the server enforces {value}"
