@@ -108,7 +108,10 @@ def test_on_full_block_times_out_then_resumes_when_the_server_returns(down_serve
             accepted += 1
     assert time.monotonic() - started >= 0.5  # it did wait for room before giving up
     down_server.start(timeout=60)
-    # With the server back the flusher makes room, and step() blocks only until it has.
+    # With the server back the flusher makes room. Wait for it first: the flusher may be inside a
+    # backoff of up to max_delay (0.5 s here) when the server returns, as long as block_timeout, and a
+    # step() that raced it would time out by design, not by a fault.
+    assert agent.flush(timeout=30)
     for i in range(accepted, accepted + 2000):
         agent.step(obs_of(i), 0, 0.0, obs_of(i + 1), False)
     assert agent.flush(timeout=30)
