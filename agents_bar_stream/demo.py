@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
-from agents_bar_stream.progress import Progress, format_duration
+from agents_bar_stream.progress import format_duration, progress
 
 __all__ = ["DEMO_HYPERPARAMETERS", "DemoResult", "run_demo"]
 
@@ -306,7 +306,7 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
     result = DemoResult()
     env = gym.make(ENV_ID)
     pacer = _Pacer(admin, name)
-    progress = None if quiet else Progress(total=episodes, label="episode", stream=err, bar_width=0)
+    display = None if quiet else progress(total=episodes, label="episode", stream=err, bar=False)
     window: deque = deque(maxlen=WINDOW)
     step_times: List[float] = []
     act_times: List[float] = []
@@ -325,8 +325,8 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
                 proxy.down(OUTAGE_SECONDS)
                 outage_open = True
                 result.outage = (episode + 1, episode + 1)
-                if progress is not None:
-                    progress.message(f"episode {episode + 1}: the link goes down for {OUTAGE_SECONDS:g} s")
+                if display is not None:
+                    display.message(f"episode {episode + 1}: the link goes down for {OUTAGE_SECONDS:g} s")
             eps = max(EPS_END, EPS_START * EPS_DECAY**episode)
             total, done = 0.0, False
             if episode:
@@ -373,11 +373,11 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
                 outage_open = proxy.is_down
             window.append(total)
             average = sum(window) / len(window)
-            if progress is not None:
+            if display is not None:
                 stats = agent.stats
                 online = {True: "online", False: "OFFLINE", None: "-"}[stats.get("online")]
                 # Most telling first: a narrow terminal cuts the end of the line.
-                progress.update(episode + 1, note=(
+                display.update(episode + 1, note=(
                     f"avg{WINDOW} {average:5.1f}  queue {agent.pending} {online}  "
                     f"learned {pacer.learned}/{pacer.received}  return {total:3.0f}  eps {eps:.2f}"))
             if len(window) == WINDOW and average >= SOLVED_AVERAGE:
@@ -385,8 +385,8 @@ def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: 
                 break
     finally:
         env.close()
-        if progress is not None:
-            progress.close()
+        if display is not None:
+            display.close()
     result.step_p50_ms = _percentile(step_times, 0.50) * 1000
     result.step_p99_ms = _percentile(step_times, 0.99) * 1000
     result.step_max_ms = max(step_times, default=0.0) * 1000

@@ -270,7 +270,7 @@ def _export_salvaged(steps: list[dict[str, Any]], target: str) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from agents_bar_stream.client import RemoteAgent
     from agents_bar_stream.config import RetryPolicy, StreamOptions
-    from agents_bar_stream.progress import Progress, format_duration
+    from agents_bar_stream.progress import format_duration, progress
 
     path = queue_dir(args.queue_dir)
     summary = read_summary(path)
@@ -283,30 +283,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
         started = time.monotonic()
         deadline = None if args.timeout is None else started + args.timeout
         total = 0
-        progress = None
+        display = None
         try:
             agent.open_queue()
             total = agent.pending
-            progress = Progress(total=total, label=f"replay {agent.agent_name}", unit="transitions")
+            display = progress(total=total, label=f"replay {agent.agent_name}", unit="transitions")
             while True:
                 pending = agent.pending
                 stats = agent.stats
                 note = "" if stats.get("online") is not False else f"offline: {one_line(stats.get('last_error') or '')}"
-                progress.update(total - pending, note=note)
+                display.update(total - pending, note=note)
                 if pending == 0:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 agent.flush(timeout=0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
         except KeyboardInterrupt:
-            if progress is not None:
-                progress.close()
+            if display is not None:
+                display.close()
             agent.close(timeout=2.0)
             left = read_summary(path)["pending"]
             print(f"{PROG}: interrupted: {total - left} of {total} transitions delivered, {left} stay in {path}; "
                   "run the same command again to continue", file=sys.stderr)
             return EXIT_FAILURE
-        progress.close()
+        display.close()
         stats = agent.stats
         agent.close(timeout=5.0)
     left = read_summary(path)["pending"]
