@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agents_bar_stream.demo import DemoError, run_demo
 
-    # Errors name the server only when the user chose it (--url); a local one is the demo's own business.
+    # Errors name a server given with --url; a local one the demo starts has a throwaway address.
     with talking_to(args.url):
         try:
             result = run_demo(url=args.url, username=args.username, password=args.password, token=args.token,
