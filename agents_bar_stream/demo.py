@@ -21,11 +21,15 @@ import sys
 import tempfile
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, TextIO
 
-from agents_bar_stream.progress import Progress, format_duration
+from agents_bar_stream.progress import Progress, format_duration, progress
+
+if TYPE_CHECKING:
+    from agents_bar_stream.client import Client, RemoteAgent
 
 __all__ = ["DEMO_HYPERPARAMETERS", "DemoResult", "run_demo"]
 
@@ -36,7 +40,7 @@ SOLVED_AVERAGE = 195.0  # the classic CartPole threshold, over the last WINDOW e
 WINDOW = 20
 #: DQN settings that learn CartPole in one to two hundred episodes on a small CPU: a 64x64
 #: dueling network, a short warm-up, 3-step returns, and a slowly following target network.
-DEMO_HYPERPARAMETERS: Dict[str, Any] = {
+DEMO_HYPERPARAMETERS: dict[str, Any] = {
     "hidden_layers": [64, 64],
     "lr": 1e-3,
     "gamma": 0.99,
@@ -76,16 +80,16 @@ class DemoError(Exception):
 class DemoResult:
     """What a run did; ``ok`` is True when the server's counts match the client's."""
 
-    returns: List[float] = field(default_factory=list)
-    solved_at: Optional[int] = None  # 1-based episode at which the 20-episode average reached 195
+    returns: list[float] = field(default_factory=list)
+    solved_at: int | None = None  # 1-based episode at which the 20-episode average reached 195
     wall_time: float = 0.0
     env_steps: int = 0
     enqueued: int = 0
     delivered: int = 0
     steps_received: int = 0
     steps_learned: int = 0
-    log_entries: Optional[int] = None
-    log_duplicates: Optional[int] = None
+    log_entries: int | None = None
+    log_duplicates: int | None = None
     flushed: bool = False
     step_p50_ms: float = 0.0
     step_p99_ms: float = 0.0
@@ -96,9 +100,9 @@ class DemoResult:
     local_actions: int = 0
     peak_pending: int = 0
     throttle_seconds: float = 0.0
-    outage: Optional[Tuple[int, int]] = None  # episodes during which the link was down
-    proxy_stats: Dict[str, int] = field(default_factory=dict)
-    plot: Optional[str] = None
+    outage: tuple[int, int] | None = None  # episodes during which the link was down
+    proxy_stats: dict[str, int] = field(default_factory=dict)
+    plot: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,17 +122,17 @@ def _import_extras(plot: bool) -> Any:
     return gymnasium
 
 
-def _percentile(values: List[float], q: float) -> float:
+def _percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _read_log(admin: Any, name: str) -> List[Tuple[str, int]]:
+def _read_log(admin: Any, name: str) -> list[tuple[str, int]]:
     """Every ``(producer_id, seq)`` in the server's log of ``name``, following ``next``."""
-    out: List[Tuple[str, int]] = []
-    start: Optional[int] = 0
+    out: list[tuple[str, int]] = []
+    start: int | None = 0
     while start is not None:
         response = admin.request("GET", f"/agents/{name}/steps", params={"start": start, "limit": 10_000})
         doc = response.raise_for_status().json()
@@ -137,7 +141,7 @@ def _read_log(admin: Any, name: str) -> List[Tuple[str, int]]:
     return out
 
 
-def save_plot(returns: List[float], path: str, *, outage: Optional[Tuple[int, int]] = None, title: str = "") -> None:
+def save_plot(returns: list[float], path: str, *, outage: tuple[int, int] | None = None, title: str = "") -> None:
     """A PNG of the episode returns and their moving average (matplotlib, Agg backend)."""
     import matplotlib
 
@@ -198,9 +202,9 @@ class _Pacer:
         self.waited += time.monotonic() - start
 
 
-def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, password: Optional[str] = None,
-             token: Optional[str] = None, episodes: int = 400, flaky: bool = False, seed: int = 0,
-             plot: Optional[str] = "demo-learning-curve.png", quiet: bool = False,
+def run_demo(*, url: str | None = None, username: str | None = None, password: str | None = None,
+             token: str | None = None, episodes: int = 400, flaky: bool = False, seed: int = 0,
+             plot: str | None = "demo-learning-curve.png", quiet: bool = False,
              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> DemoResult:
     """Run the demo and return what happened; prints a summary to ``out`` and progress to ``err``.
 
@@ -208,195 +212,292 @@ def run_demo(*, url: Optional[str] = None, username: Optional[str] = None, passw
     the server refuses something (bad credentials, for instance).
     """
     gym = _import_extras(bool(plot))
-    import orjson
-
-    from agents_bar_stream.client import Client, RemoteAgent
-    from agents_bar_stream.config import RetryPolicy, StreamOptions
-
     workdir = Path(tempfile.mkdtemp(prefix="agents-bar-demo-"))
     keep_workdir = False
-    server = proxy = None
-    agent = None
-    clients: List[Any] = []
     started = time.monotonic()
     try:
-        if url is None:
-            from agents_bar_stream.server.process import LocalServer, ServerStartError
-
-            username, password, token = "demo", secrets.token_urlsafe(16), None
-            server = LocalServer(workdir / "server", users=[(username, password)])
+        with ExitStack() as cleanup:
+            if url is None:
+                url, username, password = _start_local_server(cleanup, workdir, quiet=quiet, err=err)
+                token = None
+            admin, link, proxy = _open_links(cleanup, url, username, password, token, flaky=flaky, seed=seed)
+            rng = random.Random(seed)
+            agent = _make_agent(cleanup, admin, link, workdir, seed=seed, rng=rng)
             if not quiet:
-                print(f"starting a local server (data in {workdir / 'server'}) ...", file=err, flush=True)
-            try:
-                server.start(timeout=120)
-            except ServerStartError as exc:
-                raise DemoError(f"the local server did not start: {str(exc).splitlines()[0]}") from None
-            url = server.url
-        admin = Client(base_url=url, username=username, password=password, access_token=token)
-        clients.append(admin)
-        link_url = admin.base_url
-        if flaky:
-            from agents_bar_stream.flaky import FlakyProxy
+                where = admin.base_url if proxy is None else f"{admin.base_url} through a flaky proxy at {proxy.url}"
+                print(f"agent {agent.agent_name} (dqn) on {where}; {ENV_ID}, up to {episodes} episodes, seed {seed}",
+                      file=err, flush=True)
 
-            proxy = FlakyProxy(admin.base_url, seed=seed, reset_prob=0.1, drop_response_prob=0.03,
-                               stall_prob=0.02, stall_seconds=1.5).start()
-            link_url = proxy.url
-        link = Client(base_url=link_url, username=username, password=password, access_token=token)
-        clients.append(link)
-
-        name = f"demo-cartpole-{secrets.token_hex(3)}"
-        hyper = dict(DEMO_HYPERPARAMETERS, seed=seed)
-        # Created over the direct link: a create whose answer the proxy drops would be retried into a 409.
-        payload = {"name": name, "model": "dqn", "description": "agents-bar-stream demo",
-                   "config": {**hyper, "obs_size": 4, "action_size": 2}, "is_active": True}
-        admin.request("POST", "/agents/", body=orjson.dumps(payload)).raise_for_status()
-        rng = random.Random(seed)
-        agent = RemoteAgent(
-            link, name, agent_model="dqn", obs_size=4, action_size=2,
-            act_timeout=ACT_TIMEOUT, fallback=lambda obs: rng.randrange(2),
-            # The demo wants the queue to drain soon after the outage, not after a 30 s backoff.
-            stream=StreamOptions(queue_dir=str(workdir / "queue"), retry_policy=RetryPolicy(initial=0.05, max_delay=1.0)),
-        )
-        # Open the queue (a SQLite database, two threads) before the loop, so that the first step()
-        # costs what every other one does.
-        agent.open_queue()
-        if not quiet:
-            where = f"{admin.base_url} through a flaky proxy at {link_url}" if flaky else admin.base_url
-            print(f"agent {name} (dqn) on {where}; {ENV_ID}, up to {episodes} episodes, seed {seed}",
-                  file=err, flush=True)
-
-        result = _loop(gym, agent, admin, name, proxy, episodes=episodes, seed=seed, rng=rng, quiet=quiet, err=err)
-        result.flushed = agent.flush(timeout=120)
-        stats = agent.stats
-        result.enqueued = int(stats.get("enqueued", 0))
-        result.delivered = int(stats.get("delivered", 0))
-        result.act_fallbacks = int(stats.get("act_fallbacks", 0))
-        agent.close(timeout=5)
-        pacer = _Pacer(admin, name)
-        pacer.refresh()
-        result.steps_received, result.steps_learned = pacer.received, pacer.learned
-        if flaky:
-            entries = _read_log(admin, name)
-            result.log_entries = len(entries)
-            result.log_duplicates = len(entries) - len(set(entries))
-            result.proxy_stats = dict(proxy.stats) if proxy is not None else {}
-        result.wall_time = time.monotonic() - started
-        if plot:
-            save_plot(result.returns, plot, outage=result.outage)
-            result.plot = str(plot)
-        if not result.flushed:
-            keep_workdir = True
-        _print_summary(result, out=out, flaky=flaky, workdir=workdir if keep_workdir else None)
-        return result
+            result = _loop(gym, agent, admin, proxy, episodes=episodes, seed=seed, rng=rng, quiet=quiet, err=err)
+            _count_deliveries(result, agent, admin, proxy)
+            result.wall_time = time.monotonic() - started
+            if plot:
+                save_plot(result.returns, plot, outage=result.outage)
+                result.plot = str(plot)
+            # What the server never acknowledged stays on disk, for `queue replay`.
+            keep_workdir = not result.flushed
+            _print_summary(result, out=out, flaky=flaky, workdir=workdir if keep_workdir else None)
+            return result
     finally:
-        if agent is not None:
-            agent.close(timeout=2)
-        for client in clients:
-            client.close()
-        if proxy is not None:
-            proxy.stop()
-        if server is not None:
-            server.stop()
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _loop(gym: Any, agent: Any, admin: Any, name: str, proxy: Any, *, episodes: int, seed: int, rng: random.Random,
-          quiet: bool, err: TextIO) -> DemoResult:
-    result = DemoResult()
-    env = gym.make(ENV_ID)
-    pacer = _Pacer(admin, name)
-    progress = None if quiet else Progress(total=episodes, label="episode", stream=err, bar_width=0)
-    window: deque = deque(maxlen=WINDOW)
-    step_times: List[float] = []
-    act_times: List[float] = []
-    # The outage falls in the middle of a run that learns in the usual number of episodes.
-    outage_episode = max(1, min(episodes // 2, 60)) if proxy is not None else None
-    offline_until = 0.0
-    outage_open = False
-    fallbacks_seen = 0
-    hold = OFFLINE_HOLD_MIN
-    next_tick = time.monotonic()
+# --- setting up -----------------------------------------------------------------------------------
+
+
+def _start_local_server(cleanup: ExitStack, workdir: Path, *, quiet: bool, err: TextIO) -> tuple[str, str, str]:
+    """Start a LocalServer in ``workdir/server`` with one demo account; returns its URL, user name and password."""
+    from agents_bar_stream.server.process import LocalServer, ServerStartError
+
+    username, password = "demo", secrets.token_urlsafe(16)
+    server = LocalServer(workdir / "server", users=[(username, password)])
+    cleanup.callback(server.stop)  # also after a failed start: it may have left a process behind
+    if not quiet:
+        print(f"starting a local server (data in {workdir / 'server'}) ...", file=err, flush=True)
     try:
-        obs, _ = env.reset(seed=seed)
-        env.action_space.seed(seed)
+        server.start(timeout=120)
+    except ServerStartError as exc:
+        raise DemoError(f"the local server did not start: {str(exc).splitlines()[0]}") from None
+    return server.url, username, password
+
+
+def _open_links(cleanup: ExitStack, url: str, username: str | None, password: str | None, token: str | None, *,
+                flaky: bool, seed: int) -> tuple[Client, Client, Any]:
+    """``(admin, link, proxy)``: a direct client, the one the agent uses, and the flaky proxy between (or None)."""
+    from agents_bar_stream.client import Client
+
+    admin = cleanup.enter_context(Client(base_url=url, username=username, password=password, access_token=token))
+    link_url = admin.base_url
+    proxy = None
+    if flaky:
+        from agents_bar_stream.flaky import FlakyProxy
+
+        proxy = FlakyProxy(admin.base_url, seed=seed, reset_prob=0.1, drop_response_prob=0.03,
+                           stall_prob=0.02, stall_seconds=1.5).start()
+        cleanup.callback(proxy.stop)
+        link_url = proxy.url
+    link = cleanup.enter_context(Client(base_url=link_url, username=username, password=password, access_token=token))
+    return admin, link, proxy
+
+
+def _make_agent(cleanup: ExitStack, admin: Client, link: Client, workdir: Path, *, seed: int,
+                rng: random.Random) -> RemoteAgent:
+    """A new DQN agent on the server, and the RemoteAgent that streams to it over ``link``, its queue open."""
+    import orjson
+
+    from agents_bar_stream.client import RemoteAgent
+    from agents_bar_stream.config import RetryPolicy, StreamOptions
+
+    name = f"demo-cartpole-{secrets.token_hex(3)}"
+    hyper = dict(DEMO_HYPERPARAMETERS, seed=seed)
+    # Created over the direct link: a create whose answer the proxy drops would be retried into a 409.
+    payload = {"name": name, "model": "dqn", "description": "agents-bar-stream demo",
+               "config": {**hyper, "obs_size": 4, "action_size": 2}, "is_active": True}
+    admin.request("POST", "/agents/", body=orjson.dumps(payload)).raise_for_status()
+    agent = RemoteAgent(
+        link, name, agent_model="dqn", obs_size=4, action_size=2,
+        act_timeout=ACT_TIMEOUT, fallback=lambda obs: rng.randrange(2),
+        # The demo wants the queue to drain soon after the outage, not after a 30 s backoff.
+        stream=StreamOptions(queue_dir=str(workdir / "queue"), retry_policy=RetryPolicy(initial=0.05, max_delay=1.0)),
+    )
+    cleanup.callback(agent.close, timeout=2)
+    # Open the queue (a SQLite database, two threads) before the loop, so that the first step()
+    # costs what every other one does.
+    agent.open_queue()
+    return agent
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+
+class _LocalActing:
+    """When act() has just fallen back to a random action, the loop acts locally for a while.
+
+    The hold is OFFLINE_HOLD_MIN after the first fallback and doubles with each one in a row, up to
+    OFFLINE_HOLD_MAX (see there why).
+    """
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self.hold = OFFLINE_HOLD_MIN
+        self.fallbacks_seen = 0
+
+    def active(self) -> bool:
+        return time.monotonic() < self.until
+
+    def after_act(self, fallbacks: int) -> None:
+        """Record the agent's fallback count after an act()."""
+        if fallbacks != self.fallbacks_seen:
+            self.fallbacks_seen = fallbacks
+            self.until = time.monotonic() + self.hold
+            self.hold = min(OFFLINE_HOLD_MAX, self.hold * 2)
+        else:
+            self.hold = OFFLINE_HOLD_MIN
+
+
+class _Outage:
+    """The one outage of ``--flaky``: started mid-run, and the episodes it spans kept in ``result.outage``."""
+
+    def __init__(self, proxy: Any, episodes: int) -> None:
+        self.proxy = proxy
+        # The middle of a run that learns in the usual number of episodes.
+        self.episode = max(1, min(episodes // 2, 60)) if proxy is not None else None
+        self.open = False
+
+    def before_episode(self, episode: int, result: DemoResult, display: Progress | None) -> None:
+        if episode != self.episode:
+            return
+        self.proxy.down(OUTAGE_SECONDS)
+        self.open = True
+        result.outage = (episode + 1, episode + 1)
+        if display is not None:
+            display.message(f"episode {episode + 1}: the link goes down for {OUTAGE_SECONDS:g} s")
+
+    def after_episode(self, episode: int, result: DemoResult) -> None:
+        if self.open and result.outage is not None:
+            result.outage = (result.outage[0], episode + 1)
+            self.open = self.proxy.is_down
+
+
+class _Clock:
+    """The environment's control period (STEP_PERIOD): a late step is not made up for."""
+
+    def __init__(self) -> None:
+        self.next_tick = time.monotonic()
+
+    def wait(self) -> None:
+        self.next_tick += STEP_PERIOD
+        delay = self.next_tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            self.next_tick = time.monotonic()  # late (act, or waiting for the learner): no catching up
+
+
+class _Loop:
+    """The loop a user writes (act, env.step, step), with the demo's measurements around it."""
+
+    def __init__(self, env: Any, agent: RemoteAgent, pacer: _Pacer, outage: _Outage, rng: random.Random,
+                 display: Progress | None) -> None:
+        self.env = env
+        self.agent = agent
+        self.pacer = pacer
+        self.outage = outage
+        self.rng = rng
+        self.display = display
+        self.result = DemoResult()
+        self.step_times: list[float] = []
+        self.act_times: list[float] = []
+        self.local = _LocalActing()
+        self.clock = _Clock()
+
+    def run(self, episodes: int, seed: int) -> None:
+        window: deque = deque(maxlen=WINDOW)
+        obs, _ = self.env.reset(seed=seed)
+        self.env.action_space.seed(seed)
         for episode in range(episodes):
-            if episode == outage_episode:
-                proxy.down(OUTAGE_SECONDS)
-                outage_open = True
-                result.outage = (episode + 1, episode + 1)
-                if progress is not None:
-                    progress.message(f"episode {episode + 1}: the link goes down for {OUTAGE_SECONDS:g} s")
+            self.outage.before_episode(episode, self.result, self.display)
             eps = max(EPS_END, EPS_START * EPS_DECAY**episode)
-            total, done = 0.0, False
             if episode:
-                obs, _ = env.reset()
-            while not done:
-                now = time.monotonic()
-                if now < offline_until:
-                    action = rng.randrange(2)  # the link is down: do not pay act_timeout on every step
-                    result.local_actions += 1
-                else:
-                    t0 = time.perf_counter()
-                    action = agent.act(obs, noise=eps)
-                    act_times.append(time.perf_counter() - t0)
-                    fallbacks = agent.stats["act_fallbacks"]
-                    if fallbacks != fallbacks_seen:
-                        fallbacks_seen = fallbacks
-                        offline_until = time.monotonic() + hold
-                        hold = min(OFFLINE_HOLD_MAX, hold * 2)
-                    else:
-                        hold = OFFLINE_HOLD_MIN
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                done = bool(terminated or truncated)
-                t0 = time.perf_counter()
-                # done means "no future from here": a time limit is not a failure, so it is not terminal.
-                agent.step(obs, action, float(reward), next_obs, bool(terminated))
-                step_times.append(time.perf_counter() - t0)
-                obs = next_obs
-                total += reward
-                result.env_steps += 1
-                pending = agent.pending
-                if pending > result.peak_pending:
-                    result.peak_pending = pending
-                if result.env_steps % INFO_EVERY == 0:
-                    pacer.wait_for_learner()
-                next_tick += STEP_PERIOD
-                delay = next_tick - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                else:
-                    next_tick = time.monotonic()  # late (act, or waiting for the learner): no catching up
-            result.returns.append(total)
-            if outage_open and result.outage is not None:
-                result.outage = (result.outage[0], episode + 1)
-                outage_open = proxy.is_down
+                obs, _ = self.env.reset()
+            total = self.episode(obs, eps)
+            self.result.returns.append(total)
+            self.outage.after_episode(episode, self.result)
             window.append(total)
             average = sum(window) / len(window)
-            if progress is not None:
-                stats = agent.stats
-                online = {True: "online", False: "OFFLINE", None: "-"}[stats.get("online")]
-                # Most telling first: a narrow terminal cuts the end of the line.
-                progress.update(episode + 1, note=(
-                    f"avg{WINDOW} {average:5.1f}  queue {agent.pending} {online}  "
-                    f"learned {pacer.learned}/{pacer.received}  return {total:3.0f}  eps {eps:.2f}"))
+            self.report(episode, total, average, eps)
             if len(window) == WINDOW and average >= SOLVED_AVERAGE:
-                result.solved_at = episode + 1
+                self.result.solved_at = episode + 1
                 break
+
+    def episode(self, obs: Any, eps: float) -> float:
+        """One episode from ``obs``; returns its return."""
+        total, done = 0.0, False
+        while not done:
+            action = self.act(obs, eps)
+            next_obs, reward, terminated, truncated, _ = self.env.step(action)
+            done = bool(terminated or truncated)
+            t0 = time.perf_counter()
+            # done means "no future from here": a time limit is not a failure, so it is not terminal.
+            self.agent.step(obs, action, float(reward), next_obs, bool(terminated))
+            self.step_times.append(time.perf_counter() - t0)
+            obs = next_obs
+            total += reward
+            self.result.env_steps += 1
+            self.result.peak_pending = max(self.result.peak_pending, self.agent.pending)
+            if self.result.env_steps % INFO_EVERY == 0:
+                self.pacer.wait_for_learner()
+            self.clock.wait()
+        return total
+
+    def act(self, obs: Any, eps: float) -> Any:
+        if self.local.active():
+            self.result.local_actions += 1
+            return self.rng.randrange(2)  # the link is down: do not pay act_timeout on every step
+        t0 = time.perf_counter()
+        action = self.agent.act(obs, noise=eps)
+        self.act_times.append(time.perf_counter() - t0)
+        self.local.after_act(self.agent.stats["act_fallbacks"])
+        return action
+
+    def report(self, episode: int, total: float, average: float, eps: float) -> None:
+        if self.display is None:
+            return
+        online = {True: "online", False: "OFFLINE", None: "-"}[self.agent.stats.get("online")]
+        # Most telling first: a narrow terminal cuts the end of the line.
+        self.display.update(episode + 1, note=(
+            f"avg{WINDOW} {average:5.1f}  queue {self.agent.pending} {online}  "
+            f"learned {self.pacer.learned}/{self.pacer.received}  return {total:3.0f}  eps {eps:.2f}"))
+
+    def latencies(self) -> None:
+        """Fill the result's step() and act() latencies and the time spent waiting for the learner."""
+        r = self.result
+        r.step_p50_ms = _percentile(self.step_times, 0.50) * 1000
+        r.step_p99_ms = _percentile(self.step_times, 0.99) * 1000
+        r.step_max_ms = max(self.step_times, default=0.0) * 1000
+        r.throttle_seconds = self.pacer.waited
+        r.act_p99_ms = _percentile(self.act_times, 0.99) * 1000
+        r.act_max_ms = max(self.act_times, default=0.0) * 1000
+
+
+def _loop(gym: Any, agent: RemoteAgent, admin: Client, proxy: Any, *, episodes: int, seed: int, rng: random.Random,
+          quiet: bool, err: TextIO) -> DemoResult:
+    env = gym.make(ENV_ID)
+    display = None if quiet else progress(total=episodes, label="episode", stream=err, bar=False)
+    loop = _Loop(env, agent, _Pacer(admin, agent.agent_name), _Outage(proxy, episodes), rng, display)
+    try:
+        loop.run(episodes, seed)
     finally:
         env.close()
-        if progress is not None:
-            progress.close()
-    result.step_p50_ms = _percentile(step_times, 0.50) * 1000
-    result.step_p99_ms = _percentile(step_times, 0.99) * 1000
-    result.step_max_ms = max(step_times, default=0.0) * 1000
-    result.throttle_seconds = pacer.waited
-    result.act_p99_ms = _percentile(act_times, 0.99) * 1000
-    result.act_max_ms = max(act_times, default=0.0) * 1000
-    return result
+        if display is not None:
+            display.close()
+    loop.latencies()
+    return loop.result
 
 
-def _print_summary(r: DemoResult, *, out: TextIO, flaky: bool, workdir: Optional[Path]) -> None:
+# --- the end --------------------------------------------------------------------------------------
+
+
+def _count_deliveries(result: DemoResult, agent: RemoteAgent, admin: Client, proxy: Any) -> None:
+    """Flush, then fill in what the client sent and the server received (and, with a proxy, its log's checks)."""
+    result.flushed = agent.flush(timeout=120)
+    stats = agent.stats
+    result.enqueued = int(stats.get("enqueued", 0))
+    result.delivered = int(stats.get("delivered", 0))
+    result.act_fallbacks = int(stats.get("act_fallbacks", 0))
+    agent.close(timeout=5)
+    pacer = _Pacer(admin, agent.agent_name)
+    pacer.refresh()
+    result.steps_received, result.steps_learned = pacer.received, pacer.learned
+    if proxy is not None:
+        entries = _read_log(admin, agent.agent_name)
+        result.log_entries = len(entries)
+        result.log_duplicates = len(entries) - len(set(entries))
+        result.proxy_stats = dict(proxy.stats)
+
+
+def _print_summary(r: DemoResult, *, out: TextIO, flaky: bool, workdir: Path | None) -> None:
     def say(text: str = "") -> None:
         print(text, file=out)
 

@@ -60,7 +60,7 @@ def test_no_command_prints_help_and_exit_2(cli):
 
 @pytest.mark.timeout(30)
 def test_importing_the_command_line_stays_light():
-    code = ("import sys, agents_bar_stream.cli as c; c._build_parser(); "
+    code = ("import sys, agents_bar_stream.cli as c; c.build_parser(); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'fastapi', 'uvicorn', 'torch', 'numpy', 'gymnasium', 'matplotlib', 'aitraineree'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True).stdout
