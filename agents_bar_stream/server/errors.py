@@ -23,8 +23,8 @@ from starlette.responses import Response
 
 __all__ = ["LOG_NAME", "HTTPProblem", "install_error_handlers", "json_response"]
 
-#: The logger of every route and error handler: the name they logged under before the application
-#: was split into routers, so that operators' log filters keep working.
+#: The logger of every route and error handler, whichever module of ``api/`` it is in: the
+#: application's name, so that one log filter (``agents_bar_stream.server.app``) sees every request.
 LOG_NAME = "agents_bar_stream.server.app"
 logger = logging.getLogger(LOG_NAME)
 

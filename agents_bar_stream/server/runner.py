@@ -50,8 +50,8 @@ _NO_PASSWORD_ARGS = (
 
 def _user(text: str) -> str:
     if ":" in text:
-        # NAME:PASSWORD was the old form (issue 9): refused, not merely discouraged, since the
-        # password is already exposed by the time this runs.
+        # NAME:PASSWORD is refused, not merely discouraged: by the time this runs the password is
+        # already in the process list for every user to read (issue 9).
         raise argparse.ArgumentTypeError(_NO_PASSWORD_ARGS)
     if not text:
         raise argparse.ArgumentTypeError("expected a user NAME")

@@ -10,3 +10,5 @@
 ``deps`` holds what routes depend on (the state, the current user, the current agent) and
 ``inputs`` the readers of request bodies and query parameters.
 """
+
+from __future__ import annotations
