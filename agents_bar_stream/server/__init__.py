@@ -1,10 +1,29 @@
 """The self-hosted Agents Bar server (``agents-bar-stream serve``).
 
-Only the modules of this package that serve requests import fastapi, torch and numpy
-(``app``, ``learner``, ``runner.run_from_args``). Importing this package, ``process`` (the
-:class:`LocalServer` helper that tests and demos use to run the server in a subprocess) or
-``runner.add_arguments`` stays light, so that the client never pays for the server.
+Its modules, each importing only those listed below it::
+
+    runner.py       the ``serve`` options (import-light) and the uvicorn runner
+    app.py          create_app(): the state, the routers, the error handlers
+    api/            one APIRouter per area: auth, agents, snapshots, stream (Part 2);
+                    deps (state, current user, current agent), inputs (bodies, forms, queries)
+    errors.py       HTTPProblem and the one place that turns errors into {"detail": ...} answers
+    state.py        ServerState: what the routes share, one per application (app.state.server)
+    connections.py  the connection guards uvicorn lacks (deadlines, a cap, quiet accept errors)
+    learner.py      ai-traineree agents, their learner threads and their weights
+    security.py     passwords, access tokens, login limits, the data directory's modes
+    store.py        SQLite: accounts, agents and the log of accepted steps
+    uploads.py      a snapshot body's check, run in a child process
+    limits.py       what one request may cost (imports nothing)
+    process.py      LocalServer: the server in a subprocess, for tests and demos
+
+The server shares only the wire rules with the client (``agents_bar_stream.protocol``, ``config``
+and ``exceptions``), never the client's machinery. Only the modules that serve requests import
+fastapi, torch and numpy (``app``, ``api``, ``errors``, ``state``, ``learner``,
+``runner.run_from_args``). Importing this package, ``process`` or ``runner.add_arguments`` stays
+light, so that the client never pays for the server.
 """
+
+from __future__ import annotations
 
 __all__ = ["LocalServer"]
 

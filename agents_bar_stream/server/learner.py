@@ -23,14 +23,23 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from agents_bar_stream.protocol import is_discrete
 from agents_bar_stream.server.store import AgentRow, Store
 
-__all__ = ["AgentBusy", "AgentDeleted", "AgentFailure", "AgentRuntime", "ConfigError", "Learners", "NetworkFormatError", "validate_config"]
+__all__ = [
+    "AgentBusy",
+    "AgentDeleted",
+    "AgentFailure",
+    "AgentRuntime",
+    "ConfigError",
+    "Learners",
+    "NetworkFormatError",
+    "validate_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -143,10 +152,22 @@ _REPLAY = {
     "update_freq": _Param("int", 1, 10_000),
     "number_updates": _Param("int", 1, 100),
 }
-_Q = {**_COMMON, **_REPLAY, "lr": _LR, "max_grad_norm": _GRAD, "using_double_q": _Param("bool"), "n_steps": _Param("int", 1, 100)}
+_Q = {
+    **_COMMON,
+    **_REPLAY,
+    "lr": _LR,
+    "max_grad_norm": _GRAD,
+    "using_double_q": _Param("bool"),
+    "n_steps": _Param("int", 1, 100),
+}
 HYPERPARAMETERS: dict[str, dict[str, _Param]] = {
     "dqn": _Q,
-    "rainbow": {**_Q, "v_min": _Param("float", -1e6, 1e6), "v_max": _Param("float", -1e6, 1e6), "num_atoms": _Param("int", 2, 201)},
+    "rainbow": {
+        **_Q,
+        "v_min": _Param("float", -1e6, 1e6),
+        "v_max": _Param("float", -1e6, 1e6),
+        "num_atoms": _Param("int", 2, 201),
+    },
     "ddpg": {
         **_COMMON,
         **_REPLAY,
@@ -201,41 +222,32 @@ def validate_config(model: str, config: Any) -> dict[str, Any]:
         if param is None:
             raise ConfigError(f"config.{key} is not a hyperparameter of {model} (known: {', '.join(sorted(allowed))})")
         out[key] = param.check(key, value)
-    if model == "ppo":
-        rollout = out.get("rollout_length", 48)
-        if out.get("batch_size", rollout) > rollout:
-            raise ConfigError("config.batch_size of ppo cannot exceed rollout_length")
-        if min(out.get("batch_size", rollout), rollout) < 2:
-            # The policy's spread is estimated from the batch: from one sample it is NaN, and the
-            # agent would fail on every step it is fed.
-            raise ConfigError("config.batch_size and rollout_length of ppo must be at least 2")
-    if model == "rainbow" and out.get("v_min", -10.0) >= out.get("v_max", 10.0):
-        raise ConfigError("config.v_min must be below v_max")
+    _check_model_rules(model, out)
     _check_cost(model, out)
     return out
 
 
+def _check_model_rules(model: str, config: Mapping[str, Any]) -> None:
+    """Refuse hyperparameters that are each in range but do not go together."""
+    if model == "ppo":
+        rollout = config.get("rollout_length", 48)
+        if config.get("batch_size", rollout) > rollout:
+            raise ConfigError("config.batch_size of ppo cannot exceed rollout_length")
+        if min(config.get("batch_size", rollout), rollout) < 2:
+            # The policy's spread is estimated from the batch: from one sample it is NaN, and the
+            # agent would fail on every step it is fed.
+            raise ConfigError("config.batch_size and rollout_length of ppo must be at least 2")
+    if model == "rainbow" and config.get("v_min", -10.0) >= config.get("v_max", 10.0):
+        raise ConfigError("config.v_min must be below v_max")
+
+
 def _check_cost(model: str, config: Mapping[str, Any]) -> None:
     """Refuse configs whose network, learning step or replay buffer would take over the server."""
-    layers = [config["obs_size"], *config.get("hidden_layers", _DEFAULT_LAYERS[model])]
-    outputs = config["action_size"] * (config.get("num_atoms", 21) if model == "rainbow" else 1)
-    params = sum(a * b for a, b in zip(layers, layers[1:] + [outputs], strict=True))
-    if model in ("ppo", "ddpg"):  # an actor and a critic of about the same size
-        params *= 2
+    params = _network_parameters(model, config)
     if params > MAX_NETWORK_PARAMETERS:
         raise ConfigError(f"the network would have ~{params:,} weights, over the limit of {MAX_NETWORK_PARAMETERS:,}; "
                           "use fewer or narrower hidden_layers (or fewer num_atoms)")
-    if model == "ppo":
-        # ai-traineree's PPO learns from the whole rollout in minibatches, every epoch: the batch
-        # size only slices it.
-        samples = config.get("rollout_length", 48)
-        updates = max(config.get("actor_number_updates", 10), config.get("critic_number_updates", 10))
-        updates *= config.get("num_epochs", 1)
-        what = "weights x rollout_length x updates x num_epochs"
-    else:
-        samples = config.get("batch_size", _DEFAULT_BATCH[model])
-        updates = config.get("number_updates", 1)
-        what = "weights x batch_size x number_updates"
+    samples, updates, what = _samples_and_updates(model, config)
     cost = params * samples * updates
     if cost > MAX_UPDATE_COST:
         raise ConfigError(f"one learning step would cost ~{cost:.2g} multiply-adds ({what}), over the limit of "
@@ -248,12 +260,37 @@ def _check_cost(model: str, config: Mapping[str, Any]) -> None:
                               f"{MAX_BUFFER_NUMBERS:,}; set buffer_size to at most {MAX_BUFFER_NUMBERS // per_step:,}")
 
 
+def _network_parameters(model: str, config: Mapping[str, Any]) -> int:
+    """About how many weights the agent's networks have (its layers' products, actor and critic)."""
+    layers = [config["obs_size"], *config.get("hidden_layers", _DEFAULT_LAYERS[model])]
+    outputs = config["action_size"] * (config.get("num_atoms", 21) if model == "rainbow" else 1)
+    params = sum(a * b for a, b in zip(layers, layers[1:] + [outputs], strict=True))
+    if model in ("ppo", "ddpg"):  # an actor and a critic of about the same size
+        params *= 2
+    return params
+
+
+def _samples_and_updates(model: str, config: Mapping[str, Any]) -> tuple[int, int, str]:
+    """Samples and updates of one learning step, and how the refusal names their product."""
+    if model == "ppo":
+        # ai-traineree's PPO learns from the whole rollout in minibatches, every epoch: the batch
+        # size only slices it.
+        samples = config.get("rollout_length", 48)
+        updates = max(config.get("actor_number_updates", 10), config.get("critic_number_updates", 10))
+        updates *= config.get("num_epochs", 1)
+        return samples, updates, "weights x rollout_length x updates x num_epochs"
+    samples = config.get("batch_size", _DEFAULT_BATCH[model])
+    updates = config.get("number_updates", 1)
+    return samples, updates, "weights x batch_size x number_updates"
+
+
 def build_agent(model: str, config: Mapping[str, Any]):
     """A fresh ai-traineree agent for a config that :func:`validate_config` accepted."""
     from aitraineree.types import DataSpace
 
     obs_space = DataSpace(dtype="float", shape=(config["obs_size"],))
-    hyper = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k not in ("obs_size", "action_size")}
+    hyper = {k: (tuple(v) if isinstance(v, list) else v)
+             for k, v in config.items() if k not in ("obs_size", "action_size")}
     hyper["device"] = "cpu"
     if is_discrete(model):
         action_space = DataSpace.from_int(config["action_size"])
@@ -345,12 +382,19 @@ def decode_network(data: bytes) -> dict[str, dict[str, torch.Tensor]]:
     try:
         net = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, zip and EOF errors...
-        raise NetworkFormatError(f"encoded_network could not be read as a state dict: {exc}".splitlines()[0][:300]) from None
+        detail = f"encoded_network could not be read as a state dict: {exc}".splitlines()[0][:300]
+        raise NetworkFormatError(detail) from None
     if not isinstance(net, dict) or not all(
         isinstance(k, str) and isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())
         for k, v in net.items()
     ):
         raise NetworkFormatError("encoded_network must be a dict of module state dicts")
+    _check_tensors(net)
+    return net
+
+
+def _check_tensors(net: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Refuse tensors that are not real, finite floating point weights or integer buffers."""
     for part, tensors in net.items():
         for key, tensor in tensors.items():
             # Only real floating point weights and integer buffers: a complex tensor is not
@@ -363,10 +407,11 @@ def decode_network(data: bytes) -> dict[str, dict[str, torch.Tensor]]:
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 # Loaded, such weights answer act() with NaN and poison everything learned after.
                 raise NetworkFormatError(f"encoded_network holds non-finite weights ({part}.{key})")
-    return net
 
 
-def _check_fits(net: Mapping[str, Mapping[str, torch.Tensor]], current: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+def _check_fits(
+    net: Mapping[str, Mapping[str, torch.Tensor]], current: Mapping[str, Mapping[str, torch.Tensor]]
+) -> None:
     """Refuse a state dict whose parts, keys or dtype kinds differ from the agent's own."""
     if set(net) != set(current):
         raise NetworkFormatError(f"encoded_network has parts {sorted(net)}; this agent has {sorted(current)}")
@@ -379,7 +424,9 @@ def _check_fits(net: Mapping[str, Mapping[str, torch.Tensor]], current: Mapping[
             # A float weight takes any real float (it is cast); an integer buffer only its own dtype.
             same_kind = tensor.is_floating_point() if own.is_floating_point() else tensor.dtype == own.dtype
             if not same_kind:
-                raise NetworkFormatError(f"encoded_network: {part}.{key} has dtype {tensor.dtype}, this agent's is {own.dtype}")
+                raise NetworkFormatError(
+                    f"encoded_network: {part}.{key} has dtype {tensor.dtype}, this agent's is {own.dtype}"
+                )
 
 
 # -- one agent at run time -----------------------------------------------------------------------
@@ -472,7 +519,8 @@ class AgentRuntime:
                 self._set_network(net)
             except Exception as exc:  # noqa: BLE001 - load_state_dict raises RuntimeError, KeyError, ...
                 self._set_network(backup)
-                raise NetworkFormatError(f"encoded_network does not fit this agent: {exc}".splitlines()[0][:300]) from None
+                detail = f"encoded_network does not fit this agent: {exc}".splitlines()[0][:300]
+                raise NetworkFormatError(detail) from None
         self._saved_cursor = -1  # force the next save
 
     # acting
@@ -557,14 +605,7 @@ class AgentRuntime:
         for _producer, _seq, step in entries:
             if self._stop.is_set():
                 break
-            failed = False
-            try:
-                with self.lock:
-                    self.agent.step(self._experience(step))
-            except Exception:
-                # One step the agent chokes on must not stop learning from the rest (nor kill the thread).
-                self._learn_error("learning from log position %s failed", self.cursor)
-                failed = True
+            failed = not self._learn_step(step)
             self.cursor += 1
             if failed or self._trained_rollout():
                 # A step that fails, or a PPO update (a whole rollout's worth of learning in one
@@ -581,6 +622,17 @@ class AgentRuntime:
             if not _all_finite(self.agent):
                 self._restore(good)
         return len(entries)
+
+    def _learn_step(self, step: Mapping[str, Any]) -> bool:
+        """Feed one logged step to the agent; whether it learned from it (a failure is counted and logged)."""
+        try:
+            with self.lock:
+                self.agent.step(self._experience(step))
+        except Exception:
+            # One step the agent chokes on must not stop learning from the rest (nor kill the thread).
+            self._learn_error("learning from log position %s failed", self.cursor)
+            return False
+        return True
 
     def _checkpoint(self) -> dict[str, dict[str, torch.Tensor]]:
         """The current weights (the caller holds the lock), and their losses kept for :meth:`loss`."""
@@ -661,7 +713,9 @@ class AgentRuntime:
 class Learners:
     """Every agent's :class:`AgentRuntime`, keyed by agent id; built lazily on first use."""
 
-    def __init__(self, store: Store, data_dir: Path, *, learn: bool = True, save_interval: float = DEFAULT_SAVE_INTERVAL) -> None:
+    def __init__(
+        self, store: Store, data_dir: Path, *, learn: bool = True, save_interval: float = DEFAULT_SAVE_INTERVAL
+    ) -> None:
         self._store = store
         self._dir = Path(data_dir) / "weights"
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -708,15 +762,19 @@ class Learners:
                 if not gone:
                     self._runtimes[row.id] = runtime
             if gone:
-                runtime._deleted = row.id in self._removed
-                if runtime._deleted:
-                    runtime.delete_files()
-                if self._closed:
-                    raise RuntimeError("server is shutting down")
-                raise AgentDeleted(f"agent {row.id} was deleted")
+                self._discard(runtime, row.id)
             gc.freeze()  # the agent's modules and network are long-lived: see runner.py
             runtime.start()
             return runtime
+
+    def _discard(self, runtime: AgentRuntime, agent_id: int) -> NoReturn:
+        """Drop a runtime built for an agent that was removed, or for a server that closed, meanwhile."""
+        runtime._deleted = agent_id in self._removed
+        if runtime._deleted:
+            runtime.delete_files()
+        if self._closed:
+            raise RuntimeError("server is shutting down")
+        raise AgentDeleted(f"agent {agent_id} was deleted")
 
     def peek(self, agent_id: int) -> AgentRuntime | None:
         return self._runtimes.get(agent_id)

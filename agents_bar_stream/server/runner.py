@@ -1,7 +1,8 @@
 """``agents-bar-stream serve``: arguments (import-light) and the uvicorn runner (imports lazily).
 
 ``add_arguments`` runs whenever the command line parser is built, so this module imports only
-the standard library at the top; fastapi, uvicorn and torch are imported by ``run_from_args``.
+the standard library (and ``limits``, which imports nothing) at the top; fastapi, uvicorn and torch
+are imported by ``run_from_args``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import sys
 from pathlib import Path
 
 from agents_bar_stream.config import env_credentials
+from agents_bar_stream.server.limits import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_BATCH_STEPS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_TOKEN_TTL,
+)
 
 __all__ = ["add_arguments", "run_from_args"]
 
@@ -43,8 +50,8 @@ _NO_PASSWORD_ARGS = (
 
 def _user(text: str) -> str:
     if ":" in text:
-        # NAME:PASSWORD was the old form (issue 9): refused, not merely discouraged, since the
-        # password is already exposed by the time this runs.
+        # NAME:PASSWORD is refused, not merely discouraged: by the time this runs the password is
+        # already in the process list for every user to read (issue 9).
         raise argparse.ArgumentTypeError(_NO_PASSWORD_ARGS)
     if not text:
         raise argparse.ArgumentTypeError("expected a user NAME")
@@ -81,12 +88,13 @@ def _positive(kind):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``serve`` options to ``parser``."""
-    # Defaults of the limits are repeated here (not imported from app.py) to keep this import light.
+    # The defaults of --max-connections and --save-interval are repeated here: the modules that
+    # define them (connections, learner) import uvicorn and torch, which the parser must not.
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
-    parser.add_argument(
-        "--data-dir", default=_default_data_dir(), help=f"where the database, weights and signing key live (${ENV_DATA_DIR})"
-    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help="port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--data-dir", default=_default_data_dir(),
+                        help=f"where the database, weights and signing key live (${ENV_DATA_DIR})")
     parser.add_argument("--port-file", help="write the port here once the server answers (useful with --port 0)")
     parser.add_argument(
         "--user",
@@ -101,10 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="ensure the accounts of FILE exist with their passwords: NAME:PASSWORD lines (keep it mode 0600)",
     )
-    parser.add_argument("--token-ttl", type=_positive(float), default=24 * 3600.0, help="access token lifetime in seconds")
-    parser.add_argument("--max-batch-steps", type=_positive(int), default=10_000, help="most steps per POST /steps")
-    parser.add_argument("--max-batch-bytes", type=_positive(int), default=8 * 2**20, help="largest POST /steps body")
-    parser.add_argument("--max-body-bytes", type=_positive(int), default=64 * 2**20, help="largest snapshot body")
+    parser.add_argument("--token-ttl", type=_positive(float), default=DEFAULT_TOKEN_TTL,
+                        help="access token lifetime in seconds")
+    parser.add_argument("--max-batch-steps", type=_positive(int), default=DEFAULT_MAX_BATCH_STEPS,
+                        help="most steps per POST /steps")
+    parser.add_argument("--max-batch-bytes", type=_positive(int), default=DEFAULT_MAX_BATCH_BYTES,
+                        help="largest POST /steps body")
+    parser.add_argument("--max-body-bytes", type=_positive(int), default=DEFAULT_MAX_BODY_BYTES,
+                        help="largest snapshot body")
     parser.add_argument(
         "--max-connections", type=_positive(int), default=1000,
         help="most open connections (lowered to fit the open-file limit); past it, the connection waiting "
@@ -122,9 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--part1-only", dest="streaming", action="store_false",
         help="speak only Part 1 of the protocol, like an old Agents Bar (to test clients against one)",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="(default: %(default)s)"
-    )
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                        help="(default: %(default)s)")
 
 
 def _users(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -185,7 +196,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     level = getattr(logging, str(args.log_level).upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checked here, used by _serve
 
         from agents_bar_stream.server.app import create_app
     except ImportError as exc:
@@ -216,26 +227,41 @@ def run_from_args(args: argparse.Namespace) -> int:
     # collector's sight. Otherwise each full collection, which parsing a large /steps body sets
     # off every few requests, walks them all (~100 ms here, a stall for every client).
     gc.freeze()
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        print(f"agents-bar-stream serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return _serve(app, sock, args, level, data_dir)
 
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (0: a port the kernel picks), for uvicorn to inherit."""
     # Bind the socket ourselves: with --port 0 the kernel picks the port and we learn which; and
     # SO_REUSEADDR lets a restarted server take the same port while old connections sit in TIME_WAIT.
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when the
     # listening socket says it is TCP; without it every keep-alive response waits ~40 ms for the
     # client's delayed ACK (headers and body are two writes).
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host, args.port))
-    except OSError as exc:
-        print(f"agents-bar-stream serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     sock.listen(2048)
     sock.set_inheritable(True)
-    port = sock.getsockname()[1]
+    return sock
+
+
+def _serve(app, sock: socket.socket, args: argparse.Namespace, level: int, data_dir: Path) -> int:
+    """Run uvicorn with the connection guards on ``sock`` until a signal stops it; the exit status."""
+    import uvicorn
 
     from agents_bar_stream.server.connections import ConnectionLimits, RateLimitedLoopErrors, guarded_protocol
 
+    port = sock.getsockname()[1]
     limits = ConnectionLimits(max_connections=_connection_cap(args.max_connections))
 
     class _Server(uvicorn.Server):

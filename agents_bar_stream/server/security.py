@@ -23,7 +23,14 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-__all__ = ["LoginLimiter", "TokenSigner", "hash_password", "load_or_create_secret", "secure_data_dir", "verify_password"]
+__all__ = [
+    "LoginLimiter",
+    "TokenSigner",
+    "hash_password",
+    "load_or_create_secret",
+    "secure_data_dir",
+    "verify_password",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +83,9 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     except FileExistsError:
         key = path.read_bytes()
         if len(key) < 32:
-            raise RuntimeError(f"{path} is damaged (shorter than 32 bytes); delete it to invalidate all tokens") from None
+            raise RuntimeError(
+                f"{path} is damaged (shorter than 32 bytes); delete it to invalidate all tokens"
+            ) from None
         return key
     key = secrets.token_bytes(32)
     try:
@@ -111,8 +120,9 @@ def secure_data_dir(data_dir: Path) -> None:
             loose.append(f"{path.name or path} ({stat.S_IMODE(st.st_mode):o})")
             os.chmod(path, stat.S_IMODE(st.st_mode) & wanted)
     if loose:
+        listed = ", ".join(loose[:10]) + (" ..." if len(loose) > 10 else "")
         logger.warning("the data directory %s was readable by other users: %s; made it the owner's only "
-                       "(directories 0700, files 0600)", data_dir, ", ".join(loose[:10]) + (" ..." if len(loose) > 10 else ""))
+                       "(directories 0700, files 0600)", data_dir, listed)
 
 
 def _walk(root: Path, *, limit: int = 100_000):
