@@ -48,7 +48,8 @@ from agents_bar_stream.protocol import (
     is_discrete,
     is_valid_agent_name,
 )
-from agents_bar_stream.transport import Response, Transport
+from agents_bar_stream.session import DeadlinePassed, Session
+from agents_bar_stream.transport import Response
 
 __all__ = ["Client", "EncodedAgentState", "RemoteAgent", "wait_until_agent_exists", "wait_until_agent_is_active"]
 
@@ -107,7 +108,6 @@ class Client:
             url = url[: -len(API_PREFIX)]
         if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
             raise ConfigurationError(f"base_url must start with http:// or https:// and name a host, got {url!r}")
-        self.base_url = url
         token = access_token or (os.environ.get(cfg.ENV_ACCESS_TOKEN) if username is None else None)
         if token is None:
             if username is None and password is None:
@@ -116,150 +116,69 @@ class Client:
                 raise ConfigurationError(
                     "no credentials: pass access_token, or username and password, or set "
                     f"${cfg.ENV_ACCESS_TOKEN}, or ${cfg.ENV_USERNAME} and ${cfg.ENV_PASSWORD}")
-        self.username = username
-        self.__password = password
-        self.__token = token
-        self._auth_lock = threading.Lock()
-        self._transport = Transport(self.base_url + API_PREFIX, timeouts=timeouts)
-        self._closed = False
+        self._session = Session(url, username=username, password=password, access_token=token, timeouts=timeouts)
 
     def __repr__(self) -> str:
         who = self.username or "token"
         return f"Client(base_url={self.base_url!r}, user={who!r})"
 
     @property
-    def can_login(self) -> bool:
-        return bool(self.username and self.__password)
+    def base_url(self) -> str:
+        """The service's address, without ``/api/v1``."""
+        return self._session.base_url
 
-    def login(self, timeout: Optional[tuple] = None) -> None:
+    @property
+    def username(self) -> str | None:
+        return self._session.username
+
+    @property
+    def can_login(self) -> bool:
+        """Whether there are credentials to log in with (again), not only a token."""
+        return self._session.can_login
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    def login(self, timeout: tuple | None = None) -> None:
         """Exchange the credentials for a fresh access token now (``timeout``: (connect, read) seconds).
 
         Raises :class:`AuthenticationError` when the server refuses them.
         """
-        if not self.can_login:
-            raise AuthenticationError("the access token was refused and there are no credentials to log in again")
-        assert self.username is not None and self.__password is not None
-        response = self._transport.request(
-            "POST", "/login/access-token", form={"username": self.username, "password": self.__password},
-            timeout=timeout)
-        if response.status in (400, 401, 403):
-            raise AuthenticationError(
-                f"the server refused the credentials of {self.username!r}: {response.detail()}", status=response.status)
-        if response.status in (404, 405, 501):
-            # Every Agents Bar has this endpoint: no such path means the address is wrong (a wrong
-            # path after the host, or some other web server), not that an agent is missing.
-            raise WrongServiceError(self._not_agents_bar(f"POST {API_PREFIX}/login/access-token answered "
-                                                         f"{response.status} ({response.detail()[:80]})"))
-        response.raise_for_status()
-        try:
-            body = response.json()
-        except APIError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
-            raise WrongServiceError(self._not_agents_bar(
-                f"POST {API_PREFIX}/login/access-token answered {response.status} without an access_token "
-                f"({response.content[:80]!r})"))
-        self.__token = body["access_token"]
+        self._session.login(timeout)
 
-    def _not_agents_bar(self, what: str) -> str:
-        return (f"{self.base_url} does not look like an Agents Bar service: {what}; check base_url (the "
-                f"service's address without {API_PREFIX}, e.g. {cfg.DEFAULT_BASE_URL})")
-
-    def _auth(self, deadline: Optional[float]) -> "_AuthLock":
-        """The login lock, waited for no longer than ``deadline`` (act() must not wait out another
-        thread's login against a stalled server)."""
-        return _AuthLock(self._auth_lock, deadline)
-
-    def _current_token(self, timeout: Optional[tuple] = None, deadline: Optional[float] = None) -> str:
-        token = self.__token
-        if token is not None:
-            return token
-        with self._auth(deadline):
-            if self.__token is None:
-                self.login(_bounded(timeout, deadline, self._transport.timeouts.connect))
-            assert self.__token is not None
-            return self.__token
+    def token(self, timeout: tuple | None = None) -> str:
+        """The access token in use, logging in first when there is none yet. Never logged; keep it secret."""
+        return self._session.token(timeout)
 
     def request(
         self,
         method: str,
         path: str,
         *,
-        body: Optional[bytes] = None,
-        params: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[tuple] = None,
+        body: bytes | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: tuple | None = None,
         auth: bool = True,
-        deadline: Optional[float] = None,
+        deadline: float | None = None,
     ) -> Response:
         """One authenticated request; logs in again once on ``401`` when it can. Returns any status.
 
         With ``deadline`` (a ``time.monotonic()`` value) the whole call, logins included, ends by
         then: each part gets only the time left, and :class:`ServiceUnavailableError` says when none is.
         """
-        if self._closed:
-            raise ClosedError("this Client is closed")
-        connect = self._transport.timeouts.connect
-        if not auth:
-            return self._transport.request(method, path, body=body, params=params,
-                                           timeout=_bounded(timeout, deadline, connect))
-        token = self._current_token(timeout, deadline)
-        response = self._transport.request(method, path, body=body, params=params, token=token,
-                                           timeout=_bounded(timeout, deadline, connect))
-        if response.status == 401 and self.can_login:
-            with self._auth(deadline):
-                if self.__token == token:  # nobody refreshed it meanwhile
-                    logger.info("access token refused; logging in again as %r", self.username)
-                    self.login(_bounded(timeout, deadline, connect))
-                token = self.__token  # type: ignore[assignment]
-            response = self._transport.request(method, path, body=body, params=params, token=token,
-                                               timeout=_bounded(timeout, deadline, connect))
-        return response
+        return self._session.request(method, path, body=body, params=params, timeout=timeout, auth=auth,
+                                     deadline=deadline)
 
     def close(self) -> None:
         """Close pooled connections. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._transport.close()
+        self._session.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class _DeadlinePassed(ServiceUnavailableError):
-    """No time was left for another attempt; says nothing of why the earlier ones failed."""
-
-
-def _bounded(timeout: Optional[tuple], deadline: Optional[float], connect: float) -> Optional[tuple]:
-    """``timeout`` cut to what is left before ``deadline``; raises when nothing is left."""
-    if deadline is None:
-        return timeout
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise _DeadlinePassed("the deadline passed")
-    if timeout is None:
-        return (min(connect, remaining), remaining)
-    return (min(timeout[0], remaining), min(timeout[1], remaining))
-
-
-class _AuthLock:
-    """``with``: the client's login lock, waited for until a deadline at most."""
-
-    __slots__ = ("lock", "deadline")
-
-    def __init__(self, lock: threading.Lock, deadline: Optional[float]) -> None:
-        self.lock = lock
-        self.deadline = deadline
-
-    def __enter__(self) -> None:
-        wait = -1.0 if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-        if not self.lock.acquire(timeout=wait):
-            raise _DeadlinePassed("the deadline passed while another thread was logging in")
-
-    def __exit__(self, *exc: Any) -> None:
-        self.lock.release()
 
 
 def _check_number(name: str, value: Any, *, minimum: float = 0.0, allow_none: bool = False) -> Any:
@@ -336,6 +255,7 @@ class RemoteAgent:
         elif not isinstance(client, Client):
             raise ConfigurationError(f"client must be an agents_bar_stream.Client, got {type(client).__name__}")
         self._client = client
+        self._session = client._session
         self.agent_name = agent_name
         self.act_timeout = _check_number("act_timeout", act_timeout)
         if fallback is not None and not callable(fallback):
@@ -473,13 +393,13 @@ class RemoteAgent:
 
     def _agent_details(self, timeout: Optional[tuple]) -> Dict[str, Any]:
         """GET /agents/{name}, checked to be an agent's JSON (a web page answering 200 is not one)."""
-        response = self._client.request("GET", self._path(), timeout=timeout).raise_for_status()
+        response = self._session.request("GET", self._path(), timeout=timeout).raise_for_status()
         try:
             info = response.json()
         except APIError:
             info = None
         if not isinstance(info, dict):
-            raise WrongServiceError(self._client._not_agents_bar(
+            raise WrongServiceError(self._session.not_agents_bar(
                 f"GET {API_PREFIX}{self._path()} answered {response.status} without an agent's JSON "
                 f"({response.content[:60]!r})"))
         return info
@@ -490,12 +410,12 @@ class RemoteAgent:
     def _call(self, method: str, path: str, body: Any = None, *, params: Optional[Mapping[str, Any]] = None) -> Response:
         self._check_open()
         raw = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-        return self._client.request(method, path, body=raw, params=params).raise_for_status()
+        return self._session.request(method, path, body=raw, params=params).raise_for_status()
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"RemoteAgent {self.agent_name!r} is closed")
-        if self._client._closed:
+        if self._session.closed:
             # Nothing could ever deliver a step queued now: refuse it rather than keep it pending.
             raise ClosedError(f"the Client of RemoteAgent {self.agent_name!r} is closed; open a new Client and RemoteAgent")
 
@@ -696,8 +616,8 @@ class RemoteAgent:
     def _act_once(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float,
                   last: List[Optional[ServiceUnavailableError]]) -> Response:
         try:
-            return self._client.request("POST", path, body=body, params=params, deadline=deadline).raise_for_status()
-        except _DeadlinePassed:
+            return self._session.request("POST", path, body=body, params=params, deadline=deadline).raise_for_status()
+        except DeadlinePassed:
             raise
         except ServiceUnavailableError as exc:
             last[0] = exc
@@ -736,7 +656,7 @@ class RemoteAgent:
                     from agents_bar_stream.stream import Stream  # noqa: PLC0415
 
                     discrete = is_discrete(self._agent_model) if self._agent_model else None
-                    stream = Stream(self, obs_size=self._obs_size, action_size=self._action_size,
+                    stream = Stream(self._session, self.agent_name, obs_size=self._obs_size, action_size=self._action_size,
                                     discrete=discrete, confirmed=self._sizes_confirmed,
                                     options=self._stream_options)
                     self._stream_obj = stream
@@ -761,7 +681,7 @@ class RemoteAgent:
         # `forked` rather than comparing os.getpid() (a system call, ~0.2 µs, a tenth of a step):
         # the fork hook flags every stream in a child process. A closed Client is checked here, on
         # the fast path, with one attribute read: its flusher could never deliver the step.
-        if stream is None or stream.forked or self._client._closed:
+        if stream is None or stream.forked or self._session.closed:
             self._check_open()
             stream = self._stream()
         try:
@@ -777,7 +697,7 @@ class RemoteAgent:
         """Read the agent's sizes from the server, bounded by act_timeout; False when it cannot be done."""
         try:
             deadline = time.monotonic() + min(self.act_timeout, cfg.DEFAULT_ACT_TIMEOUT)
-            info = self._client.request("GET", self._path(), deadline=deadline).raise_for_status().json()
+            info = self._session.request("GET", self._path(), deadline=deadline).raise_for_status().json()
         except AgentsBarError as err:
             logger.info("step() of %r: %s; the agent's sizes could not be read to check it (%s)",
                         self.agent_name, exc, err)

@@ -240,6 +240,14 @@ class DiskQueue:
         # directory locked for the rest of the process: the descriptor goes with the object.
         self._lock_finalizer = weakref.finalize(self, lockfile.release, fd)
 
+    def abandon_after_fork(self) -> None:
+        """In a forked child: give up the directory lock's descriptor inherited from the parent.
+
+        Only the descriptor is closed (the parent's flock stays with the parent); the database is not
+        touched, since its connections belong to the parent's threads.
+        """
+        self._release_lock()
+
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
             self._lock_fd = None
@@ -608,6 +616,24 @@ class DiskQueue:
             for ranges in (self.removed_ranges, self.damaged_ranges):  # disjoint by construction
                 n -= count_in(ranges, first, self.committed_through + 1)
             return max(0, n)
+
+    def pending_with(self, in_memory: Callable[[], int]) -> int:
+        """``committed_pending()`` plus ``in_memory()``, both read under the queue's lock.
+
+        For a writer that moves steps from memory into the queue under this lock (through
+        ``publish_segment(then=...)``): the sum never counts a step twice nor misses one.
+        """
+        with self.lock:
+            return self.committed_pending() + in_memory()
+
+    def delivered_through(self, local: int, in_memory: Callable[[], int]) -> bool:
+        """Whether step ``local`` and all before it were consumed, or nothing is pending at all.
+
+        Read under the queue's lock, with which the consumed mark and the callbacks of
+        ``mark_consumed(then=...)`` move together.
+        """
+        with self.lock:
+            return self.consumed >= local or self.committed_pending() + in_memory() == 0
 
     def read_batch(self, max_steps: int, max_bytes: int) -> Optional[Batch]:
         """The oldest committed, unconsumed steps (at most max_steps, about max_bytes), or None."""
