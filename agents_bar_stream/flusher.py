@@ -188,7 +188,7 @@ class Flusher(threading.Thread):
         failures = 0
         while not self.stop_event.is_set():
             try:
-                self._one_batch()
+                self.deliver_once()
                 failures = 0
             except _Stopped:
                 raise
@@ -217,8 +217,12 @@ class Flusher(threading.Thread):
                 delay = min(self.policy.max_delay, self.policy.initial * 2 ** min(failures, 20))
                 self._sleep(random.uniform(delay / 2, delay))
 
-    def _one_batch(self) -> None:
-        """Read the oldest committed steps, let a short batch fill a little, deliver it."""
+    def deliver_once(self) -> None:
+        """Read the oldest committed steps, let a short batch fill a little, deliver it.
+
+        One turn of the thread's loop, on the caller's thread: the loop adds the backoff after an
+        unexpected error. Tests call it to play one answer of the server at a time.
+        """
         max_steps = min(self.max_steps, self._cap or self.max_steps)
         batch = self.queue.read_batch(1 if self.legacy else max_steps, self.max_bytes - 256)
         if batch is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Any, Mapping, Optional
 
 import orjson
@@ -21,7 +22,6 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SUPPORTED_MODELS",
     "StepEncoder",
-    "StepInvalid",
     "UnconfirmedShapeError",
     "agent_sizes",
     "check_numbers",
@@ -51,8 +51,14 @@ _PRODUCER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-#: A step that can never be accepted; the message says which field and why.
-StepInvalid = InvalidStepError
+
+def __getattr__(name: str) -> Any:
+    # StepInvalid was a second name of InvalidStepError; it stays importable (PEP 562), with a warning.
+    if name == "StepInvalid":
+        warnings.warn("agents_bar_stream.protocol.StepInvalid is deprecated: use "
+                      "agents_bar_stream.exceptions.InvalidStepError", DeprecationWarning, stacklevel=2)
+        return InvalidStepError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_valid_producer_id(value: object) -> bool:
@@ -90,9 +96,9 @@ def agent_sizes(info: Any) -> "tuple[Optional[int], Optional[int], Optional[bool
 def check_numbers(name: str, value: Any, size: Optional[int]) -> None:
     """Check a wire vector: a list of ``size`` (when given) JSON numbers within MAX_MAGNITUDE."""
     if type(value) is not list:
-        raise StepInvalid(f"{name} must be a list of numbers, got {type(value).__name__}")
+        raise InvalidStepError(f"{name} must be a list of numbers, got {type(value).__name__}")
     if size is not None and len(value) != size:
-        raise StepInvalid(f"{name} must have {size} numbers, got {len(value)}")
+        raise InvalidStepError(f"{name} must have {size} numbers, got {len(value)}")
     for i, v in enumerate(value):
         # type() rather than isinstance(): a JSON true/false decodes to bool, a subclass of int,
         # and must not pass as a number. Integers need no range check: orjson reads anything past
@@ -100,9 +106,9 @@ def check_numbers(name: str, value: Any, size: Optional[int]) -> None:
         t = type(v)
         if t is float:
             if not -MAX_MAGNITUDE <= v <= MAX_MAGNITUDE:  # also false for NaN
-                raise StepInvalid(f"{name}[{i}] {_not_finite(v)}")
+                raise InvalidStepError(f"{name}[{i}] {_not_finite(v)}")
         elif t is not int:
-            raise StepInvalid(f"{name}[{i}] must be a number, got {t.__name__}")
+            raise InvalidStepError(f"{name}[{i}] must be a number, got {t.__name__}")
 
 
 def validate_step(
@@ -114,32 +120,32 @@ def validate_step(
 ) -> None:
     """Check one wire step (``{"obs", "action", "reward", "next_obs", "done"}`` of plain JSON values).
 
-    Sizes and ``discrete`` are checked when given. Raises :class:`StepInvalid` with a message that
+    Sizes and ``discrete`` are checked when given. Raises :class:`InvalidStepError` with a message that
     names the field; unknown extra fields are allowed (the protocol says servers ignore them).
     """
     if not isinstance(step, Mapping):
-        raise StepInvalid(f"a step must be an object, got {type(step).__name__}")
+        raise InvalidStepError(f"a step must be an object, got {type(step).__name__}")
     for key in ("obs", "action", "reward", "next_obs", "done"):
         if key not in step:
-            raise StepInvalid(f"step is missing '{key}'")
+            raise InvalidStepError(f"step is missing '{key}'")
     check_numbers("obs", step["obs"], obs_size)
     check_numbers("next_obs", step["next_obs"], obs_size)
     action = step["action"]
     if discrete:
         if type(action) is not list or len(action) != 1 or type(action[0]) is not int:
-            raise StepInvalid(f"action of a discrete agent must be [integer], got {action!r:.80}")
+            raise InvalidStepError(f"action of a discrete agent must be [integer], got {action!r:.80}")
         if action_size is not None and not 0 <= action[0] < action_size:
-            raise StepInvalid(f"action {action[0]} is out of range [0, {action_size})")
+            raise InvalidStepError(f"action {action[0]} is out of range [0, {action_size})")
     else:
         check_numbers("action", action, action_size if discrete is not None else None)
     reward = step["reward"]
     if type(reward) is float:
         if not -MAX_MAGNITUDE <= reward <= MAX_MAGNITUDE:
-            raise StepInvalid(f"reward {_not_finite(reward)}")
+            raise InvalidStepError(f"reward {_not_finite(reward)}")
     elif type(reward) is not int:
-        raise StepInvalid(f"reward must be a number, got {type(reward).__name__}")
+        raise InvalidStepError(f"reward must be a number, got {type(reward).__name__}")
     if type(step["done"]) is not bool:
-        raise StepInvalid(f"done must be true or false, got {type(step['done']).__name__}")
+        raise InvalidStepError(f"done must be true or false, got {type(step['done']).__name__}")
 
 
 # --- the client's side: user values -> wire bytes ------------------------------------------------

@@ -17,7 +17,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from agents_bar_stream import __version__
+from agents_bar_stream._version import __version__
 from agents_bar_stream.config import Timeouts
 from agents_bar_stream.exceptions import (
     AgentExistsError,
