@@ -8,19 +8,17 @@ order, exactly once, through any outage. ``act()`` stays synchronous and bounded
 import logging
 import warnings
 
+from agents_bar_stream import agents, exceptions  # agents: the published client's agents module
 from agents_bar_stream._version import __version__
-
-from agents_bar_stream import agents  # noqa: E402  (the published client's agents module)
-from agents_bar_stream import exceptions  # noqa: E402
-from agents_bar_stream.client import (  # noqa: E402
+from agents_bar_stream.client import (
     Client,
     EncodedAgentState,
     RemoteAgent,
     wait_until_agent_exists,
     wait_until_agent_is_active,
 )
-from agents_bar_stream.config import RetryPolicy, StreamOptions, Timeouts  # noqa: E402
-from agents_bar_stream.exceptions import (  # noqa: E402
+from agents_bar_stream.config import RetryPolicy, StreamOptions, Timeouts
+from agents_bar_stream.exceptions import (
     AgentExistsError,
     AgentNotFoundError,
     AgentsBarError,
@@ -41,7 +39,7 @@ from agents_bar_stream.exceptions import (  # noqa: E402
     StreamError,
     WrongServiceError,
 )
-from agents_bar_stream.protocol import PROTOCOL_VERSION, SUPPORTED_MODELS  # noqa: E402
+from agents_bar_stream.protocol import PROTOCOL_VERSION, SUPPORTED_MODELS
 
 __all__ = [
     "APIError",

@@ -13,9 +13,16 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_when_event_set, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_when_event_set,
+    wait_random_exponential,
+)
 
 from agents_bar_stream.config import RetryPolicy
 from agents_bar_stream.exceptions import (

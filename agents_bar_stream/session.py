@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from agents_bar_stream.config import DEFAULT_BASE_URL, Timeouts
 from agents_bar_stream.exceptions import (

@@ -46,7 +46,7 @@ def idle_stats(durability: str) -> dict[str, Any]:
 
 # Streams alive in this process, for the fork and exit hooks (weak: an agent that is garbage
 # collected takes its stream with it).
-_LIVE: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Stream] = weakref.WeakSet()
 
 
 class Stream:
@@ -68,12 +68,12 @@ class Stream:
         self.block_timeout = options.block_timeout
         self.close_timeout = options.close_timeout
         self._encoder = StepEncoder(obs_size=obs_size, action_size=action_size, discrete=discrete, confirmed=confirmed)
-        # step() takes the bare lock (a C-level `with`, ~0.1 µs cheaper than the Condition's
-        # Python-level one); waits and notifications go through the Condition over the same lock.
+        # step() takes the bare lock (a C-level `with`, cheaper than the Condition's Python-level
+        # one); waits and notifications go through the Condition over the same lock.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self.forked = False  # set in a child process after fork(): this stream belongs to the parent
-        self._buffer: List[bytes] = []
+        self._buffer: list[bytes] = []
         self._buffer_first = self.queue.next_local
         self._buffer_time = 0.0
         # Steps taken by the committer and not yet published. Written by the committer only: under
@@ -82,7 +82,7 @@ class Stream:
         self._committing = 0
         self._next_local = self.queue.next_local
         self._bytes = self.queue.pending_bytes
-        self._storage_error: Optional[StorageError] = None
+        self._storage_error: StorageError | None = None
         self._closed = False
         self._started = False
         self.left_at_close = 0  # steps still queued when close() returned
@@ -93,7 +93,7 @@ class Stream:
                                 flush_interval=options.flush_interval, policy=options.retry_policy,
                                 on_progress=self._on_progress, on_agent_info=self._on_agent_info,
                                 agent_known=confirmed)
-        self._committer: Optional[threading.Thread] = None
+        self._committer: threading.Thread | None = None
         self._commit_wake = threading.Event()
         _LIVE.add(self)
         if self.queue.committed_pending():
@@ -119,7 +119,7 @@ class Stream:
         self._flusher.hurry()
         self._flusher.wake_up()
 
-    def learn_shapes(self, obs_size: Optional[int], action_size: Optional[int], discrete: Optional[bool]) -> None:
+    def learn_shapes(self, obs_size: int | None, action_size: int | None, discrete: bool | None) -> None:
         """The agent's own sizes (from the server): they replace what was learnt from steps.
 
         A wrong first step must not hold every later, correct one to its shape (issue 14): the
@@ -139,7 +139,7 @@ class Stream:
                            "the server will refuse those already queued in the other shape (dead letters)",
                            self.agent_name, *before, *after)
 
-    def _on_agent_info(self, info: Dict[str, Any]) -> None:
+    def _on_agent_info(self, info: dict[str, Any]) -> None:
         """The flusher read the agent's details from the server."""
         self.learn_shapes(*agent_sizes(info))
 
@@ -182,7 +182,8 @@ class Stream:
             self._bytes = 0  # see _on_progress: a reopened queue's estimate, and nothing is queued
         while self._bytes + size > self.max_pending_bytes:
             if self.on_full == "drop_oldest":
-                dropped, freed = self.queue.drop_oldest(self.queue.consumed, self._bytes + size - self.max_pending_bytes)
+                need = self._bytes + size - self.max_pending_bytes
+                dropped, freed = self.queue.drop_oldest(self.queue.consumed, need)
                 if dropped:
                     self._bytes -= freed
                     self.dropped += dropped
@@ -283,7 +284,7 @@ class Stream:
     def _in_memory(self) -> int:
         return len(self._buffer) + self._committing
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """True once every step queued before the call is acknowledged; False when ``timeout`` passes first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         target = self._next_local - 1
@@ -301,7 +302,7 @@ class Stream:
                     return False
                 self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
 
-    def close(self, timeout: Optional[float] = None, *, retiring: bool = False) -> None:
+    def close(self, timeout: float | None = None, *, retiring: bool = False) -> None:
         """Deliver for up to ``timeout`` seconds, write what is in memory to disk, stop the threads.
 
         ``retiring``: the agent was deleted and the caller sets the queue aside (and says so), so
@@ -346,7 +347,7 @@ class Stream:
             self._commit_wake.set()
             self._flusher.hurry()
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         out = _counters(self.enqueued, self.dropped, self._flusher.stats)
         oldest = self._buffer_time if self._buffer else None
         disk_oldest = self.queue.oldest_pending_time()

@@ -10,7 +10,8 @@ Each test drives the flusher one batch at a time with ``deliver_once()`` on the 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
