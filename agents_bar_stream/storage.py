@@ -254,6 +254,20 @@ class DiskQueue:
         # directory locked for the rest of the process: the descriptor goes with the object.
         self._lock_finalizer = weakref.finalize(self, lockfile.release, fd)
 
+    def wait_for_space(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until delivered segments were deleted; True if they were.
+
+        For a writer that the disk refused: the space delivery frees is the first it can count on.
+        """
+        if self._space_freed.wait(timeout):
+            self._space_freed.clear()
+            return True
+        return False
+
+    def stop_waiting_for_space(self) -> None:
+        """End a :meth:`wait_for_space` now (the writer is closing and writes what it can)."""
+        self._space_freed.set()
+
     def abandon_after_fork(self) -> None:
         """In a forked child: give up the directory lock's descriptor inherited from the parent.
 
@@ -340,7 +354,7 @@ class DiskQueue:
         self.segments: deque[Segment] = deque(Segment(k) for k in keys)
         self._head_items: tuple[int, list[bytes]] | None = None  # decoded segment at the head
         self._undeleted: list[int] = []  # delivered segments whose delete the disk refused: tried again
-        self.space_freed = threading.Event()  # set when delivered segments were deleted (a full disk waits on it)
+        self._space_freed = threading.Event()  # set when delivered segments were deleted (a full disk waits on it)
         self.next_local = max(self.consumed + 1, self.sent_through + 1)
         self.committed_through = self.next_local - 1
         while self.segments:
@@ -836,7 +850,7 @@ class DiskQueue:
             logger.warning("could not record delivery in %s: %s", self.directory, exc)
         else:
             if doomed or undeleted:
-                self.space_freed.set()
+                self._space_freed.set()
             if (consumed_now and self._owner and not (self.directory / _RESERVE).exists()
                     and not self.committed_pending()):
                 self._make_reserve()  # drained after a full disk: hold the reserve back again

@@ -218,10 +218,9 @@ class Stream:
                 # The disk is full. Retrying every few ms would take each byte that delivery frees (and
                 # the queue's reserve) before delivery's own bookkeeping could, and nothing would move:
                 # try again once delivered steps were deleted, or now and then for space freed by others.
-                if not self.queue.space_freed.wait(_FULL_DISK_RETRY) and not self._closed:
+                if not self.queue.wait_for_space(_FULL_DISK_RETRY) and not self._closed:
                     self._commit_once()
                     continue
-                self.queue.space_freed.clear()
             self._commit_once()
             if self._closed:
                 self._commit_once()
@@ -320,7 +319,7 @@ class Stream:
             self._closed = True
             self._cond.notify_all()
         self._commit_wake.set()
-        self.queue.space_freed.set()  # a committer waiting out a full disk writes what it can now, then ends
+        self.queue.stop_waiting_for_space()  # a committer waiting out a full disk writes what it can now, then ends
         if self._committer is not None:
             # Not bounded by the deadline: this is a local disk write of steps that exist nowhere else.
             self._committer.join(_COMMIT_JOIN_TIMEOUT)
