@@ -6,19 +6,19 @@ order, exactly once, through any outage. ``act()`` stays synchronous and bounded
 """
 
 import logging
+import warnings
 
-__version__ = "0.1.0"
-
-from agents_bar_stream import agents  # noqa: E402  (the published client's agents module)
-from agents_bar_stream.client import (  # noqa: E402
+from agents_bar_stream import agents, exceptions  # agents: the published client's agents module
+from agents_bar_stream._version import __version__
+from agents_bar_stream.client import (
     Client,
     EncodedAgentState,
     RemoteAgent,
     wait_until_agent_exists,
     wait_until_agent_is_active,
 )
-from agents_bar_stream.config import RetryPolicy, StreamOptions, Timeouts  # noqa: E402
-from agents_bar_stream.exceptions import (  # noqa: E402
+from agents_bar_stream.config import RetryPolicy, StreamOptions, Timeouts
+from agents_bar_stream.exceptions import (
     AgentExistsError,
     AgentNotFoundError,
     AgentsBarError,
@@ -33,14 +33,13 @@ from agents_bar_stream.exceptions import (  # noqa: E402
     QueueFullError,
     QueueLockedError,
     RequestTimeoutError,
-    SequenceLostError,
     ServerBusyError,
     ServiceUnavailableError,
     StorageError,
     StreamError,
     WrongServiceError,
 )
-from agents_bar_stream.protocol import PROTOCOL_VERSION, SUPPORTED_MODELS  # noqa: E402
+from agents_bar_stream.protocol import PROTOCOL_VERSION, SUPPORTED_MODELS
 
 __all__ = [
     "APIError",
@@ -63,7 +62,6 @@ __all__ = [
     "RequestTimeoutError",
     "RetryPolicy",
     "SUPPORTED_MODELS",
-    "SequenceLostError",
     "ServerBusyError",
     "ServiceUnavailableError",
     "StorageError",
@@ -78,3 +76,12 @@ __all__ = [
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> object:
+    # Deprecated names (PEP 562): still importable from here, with the warning of their module.
+    if name in exceptions._DEPRECATED:
+        value, message = exceptions._DEPRECATED[name]
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,8 @@ raises the matching :class:`APIError` (:class:`AgentNotFoundError` for a 404, ..
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -25,7 +26,7 @@ AGENTS_PREFIX = "/agents"
 
 
 def _request(client: Client, method: str, path: str, body: Any = None,
-             params: Optional[Mapping[str, Any]] = None) -> Response:
+             params: Mapping[str, Any] | None = None) -> Response:
     if not isinstance(client, Client):
         raise ConfigurationError(f"client must be an agents_bar_stream.Client, got {type(client).__name__}")
     raw = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -35,27 +36,29 @@ def _request(client: Client, method: str, path: str, body: Any = None,
 def _agent_path(agent_name: str, suffix: str = "") -> str:
     if not is_valid_agent_name(agent_name):
         raise ConfigurationError(
-            f"agent_name must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit, got {agent_name!r}")
+            "agent_name must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit, "
+            f"got {agent_name!r}")
     return f"{AGENTS_PREFIX}/{agent_name}{suffix}"
 
 
-def get_many(client: Client) -> List[Dict]:
+def get_many(client: Client) -> list[dict]:
     """The agents of the authenticated user."""
     return _request(client, "GET", f"{AGENTS_PREFIX}/").json()
 
 
-def get(client: Client, agent_name: str) -> Dict:
+def get(client: Client, agent_name: str) -> dict:
     """The details of one agent; :class:`AgentNotFoundError` when there is no such agent."""
     return _request(client, "GET", _agent_path(agent_name)).json()
 
 
-def create(client: Client, config: Dict) -> Dict:
+def create(client: Client, config: dict) -> dict:
     """Create an agent; ``config`` is the whole request: ``{"name", "model", "description", "config", "is_active"}``.
 
     Returns the created agent's details; :class:`AgentExistsError` when the name is taken.
     """
     if not isinstance(config, Mapping):
-        raise ConfigurationError(f"config must be a mapping (name, model, description, config, is_active), got {config!r:.60}")
+        raise ConfigurationError(
+            f"config must be a mapping (name, model, description, config, is_active), got {config!r:.60}")
     return _request(client, "POST", f"{AGENTS_PREFIX}/", dict(config)).json()
 
 
@@ -64,16 +67,19 @@ def delete(client: Client, agent_name: str) -> bool:
     return _request(client, "DELETE", _agent_path(agent_name)).status == 202
 
 
-def get_loss(client: Client, agent_name: str) -> Dict:
+def get_loss(client: Client, agent_name: str) -> dict:
     """The agent's recent loss metrics."""
     return _request(client, "GET", _agent_path(agent_name, "/loss")).json()
 
 
-def step(client: Client, agent_name: str, step: Dict) -> None:
+def step(client: Client, agent_name: str, step: dict) -> None:
     """Send one step synchronously: ``step`` is ``{"step_data": {"obs", "action", "reward", "next_obs", "done"}}``."""
     _request(client, "POST", _agent_path(agent_name, "/step"), step)
 
 
-def act(client: Client, agent_name: str, obs: Any, params: Optional[Dict] = None) -> Dict:
-    """The agent's answer to ``obs`` (a flat list of numbers): ``{"action": [...]}``; ``params`` e.g. ``{"noise": 0.1}``."""
+def act(client: Client, agent_name: str, obs: Any, params: dict | None = None) -> dict:
+    """The agent's answer to ``obs`` (a flat list of numbers): ``{"action": [...]}``.
+
+    ``params`` are the query's, e.g. ``{"noise": 0.1}``.
+    """
     return _request(client, "POST", _agent_path(agent_name, "/act"), obs, params=params).json()

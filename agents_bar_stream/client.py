@@ -17,8 +17,9 @@ import shutil
 import threading
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay
@@ -28,7 +29,6 @@ from agents_bar_stream.exceptions import (
     AgentNotFoundError,
     AgentsBarError,
     APIError,
-    AuthenticationError,
     ClosedError,
     ConfigurationError,
     InvalidRequestError,
@@ -48,13 +48,19 @@ from agents_bar_stream.protocol import (
     is_discrete,
     is_valid_agent_name,
 )
-from agents_bar_stream.transport import Response, Transport
+from agents_bar_stream.session import DeadlinePassed, Session
+from agents_bar_stream.transport import Response
+
+if TYPE_CHECKING:  # pragma: no cover
+    # A layer below, imported at run time only when a queue is opened: `import agents_bar_stream`
+    # does not load the storage (diskcache, SQLite) for a program that only calls act().
+    from agents_bar_stream.stream import Stream
 
 __all__ = ["Client", "EncodedAgentState", "RemoteAgent", "wait_until_agent_exists", "wait_until_agent_is_active"]
 
 logger = logging.getLogger(__name__)
 
-ActionType = Union[int, List[Union[int, float]]]
+ActionType = int | list[int | float]
 
 
 @dataclasses.dataclass
@@ -84,10 +90,10 @@ class Client:
 
     def __init__(
         self,
-        base_url: Optional[str] = None,
-        username: Optional[str] = None,
-        password: Optional[str] = None,
-        access_token: Optional[str] = None,
+        base_url: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        access_token: str | None = None,
         *,
         timeouts: cfg.Timeouts = cfg.Timeouts(),
     ) -> None:
@@ -107,7 +113,6 @@ class Client:
             url = url[: -len(API_PREFIX)]
         if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
             raise ConfigurationError(f"base_url must start with http:// or https:// and name a host, got {url!r}")
-        self.base_url = url
         token = access_token or (os.environ.get(cfg.ENV_ACCESS_TOKEN) if username is None else None)
         if token is None:
             if username is None and password is None:
@@ -116,150 +121,69 @@ class Client:
                 raise ConfigurationError(
                     "no credentials: pass access_token, or username and password, or set "
                     f"${cfg.ENV_ACCESS_TOKEN}, or ${cfg.ENV_USERNAME} and ${cfg.ENV_PASSWORD}")
-        self.username = username
-        self.__password = password
-        self.__token = token
-        self._auth_lock = threading.Lock()
-        self._transport = Transport(self.base_url + API_PREFIX, timeouts=timeouts)
-        self._closed = False
+        self._session = Session(url, username=username, password=password, access_token=token, timeouts=timeouts)
 
     def __repr__(self) -> str:
         who = self.username or "token"
         return f"Client(base_url={self.base_url!r}, user={who!r})"
 
     @property
-    def can_login(self) -> bool:
-        return bool(self.username and self.__password)
+    def base_url(self) -> str:
+        """The service's address, without ``/api/v1``."""
+        return self._session.base_url
 
-    def login(self, timeout: Optional[tuple] = None) -> None:
+    @property
+    def username(self) -> str | None:
+        return self._session.username
+
+    @property
+    def can_login(self) -> bool:
+        """Whether there are credentials to log in with (again), not only a token."""
+        return self._session.can_login
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    def login(self, timeout: tuple | None = None) -> None:
         """Exchange the credentials for a fresh access token now (``timeout``: (connect, read) seconds).
 
         Raises :class:`AuthenticationError` when the server refuses them.
         """
-        if not self.can_login:
-            raise AuthenticationError("the access token was refused and there are no credentials to log in again")
-        assert self.username is not None and self.__password is not None
-        response = self._transport.request(
-            "POST", "/login/access-token", form={"username": self.username, "password": self.__password},
-            timeout=timeout)
-        if response.status in (400, 401, 403):
-            raise AuthenticationError(
-                f"the server refused the credentials of {self.username!r}: {response.detail()}", status=response.status)
-        if response.status in (404, 405, 501):
-            # Every Agents Bar has this endpoint: no such path means the address is wrong (a wrong
-            # path after the host, or some other web server), not that an agent is missing.
-            raise WrongServiceError(self._not_agents_bar(f"POST {API_PREFIX}/login/access-token answered "
-                                                         f"{response.status} ({response.detail()[:80]})"))
-        response.raise_for_status()
-        try:
-            body = response.json()
-        except APIError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
-            raise WrongServiceError(self._not_agents_bar(
-                f"POST {API_PREFIX}/login/access-token answered {response.status} without an access_token "
-                f"({response.content[:80]!r})"))
-        self.__token = body["access_token"]
+        self._session.login(timeout)
 
-    def _not_agents_bar(self, what: str) -> str:
-        return (f"{self.base_url} does not look like an Agents Bar service: {what}; check base_url (the "
-                f"service's address without {API_PREFIX}, e.g. {cfg.DEFAULT_BASE_URL})")
-
-    def _auth(self, deadline: Optional[float]) -> "_AuthLock":
-        """The login lock, waited for no longer than ``deadline`` (act() must not wait out another
-        thread's login against a stalled server)."""
-        return _AuthLock(self._auth_lock, deadline)
-
-    def _current_token(self, timeout: Optional[tuple] = None, deadline: Optional[float] = None) -> str:
-        token = self.__token
-        if token is not None:
-            return token
-        with self._auth(deadline):
-            if self.__token is None:
-                self.login(_bounded(timeout, deadline, self._transport.timeouts.connect))
-            assert self.__token is not None
-            return self.__token
+    def token(self, timeout: tuple | None = None) -> str:
+        """The access token in use, logging in first when there is none yet. Never logged; keep it secret."""
+        return self._session.token(timeout)
 
     def request(
         self,
         method: str,
         path: str,
         *,
-        body: Optional[bytes] = None,
-        params: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[tuple] = None,
+        body: bytes | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: tuple | None = None,
         auth: bool = True,
-        deadline: Optional[float] = None,
+        deadline: float | None = None,
     ) -> Response:
         """One authenticated request; logs in again once on ``401`` when it can. Returns any status.
 
         With ``deadline`` (a ``time.monotonic()`` value) the whole call, logins included, ends by
         then: each part gets only the time left, and :class:`ServiceUnavailableError` says when none is.
         """
-        if self._closed:
-            raise ClosedError("this Client is closed")
-        connect = self._transport.timeouts.connect
-        if not auth:
-            return self._transport.request(method, path, body=body, params=params,
-                                           timeout=_bounded(timeout, deadline, connect))
-        token = self._current_token(timeout, deadline)
-        response = self._transport.request(method, path, body=body, params=params, token=token,
-                                           timeout=_bounded(timeout, deadline, connect))
-        if response.status == 401 and self.can_login:
-            with self._auth(deadline):
-                if self.__token == token:  # nobody refreshed it meanwhile
-                    logger.info("access token refused; logging in again as %r", self.username)
-                    self.login(_bounded(timeout, deadline, connect))
-                token = self.__token  # type: ignore[assignment]
-            response = self._transport.request(method, path, body=body, params=params, token=token,
-                                               timeout=_bounded(timeout, deadline, connect))
-        return response
+        return self._session.request(method, path, body=body, params=params, timeout=timeout, auth=auth,
+                                     deadline=deadline)
 
     def close(self) -> None:
         """Close pooled connections. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._transport.close()
+        self._session.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class _DeadlinePassed(ServiceUnavailableError):
-    """No time was left for another attempt; says nothing of why the earlier ones failed."""
-
-
-def _bounded(timeout: Optional[tuple], deadline: Optional[float], connect: float) -> Optional[tuple]:
-    """``timeout`` cut to what is left before ``deadline``; raises when nothing is left."""
-    if deadline is None:
-        return timeout
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise _DeadlinePassed("the deadline passed")
-    if timeout is None:
-        return (min(connect, remaining), remaining)
-    return (min(timeout[0], remaining), min(timeout[1], remaining))
-
-
-class _AuthLock:
-    """``with``: the client's login lock, waited for until a deadline at most."""
-
-    __slots__ = ("lock", "deadline")
-
-    def __init__(self, lock: threading.Lock, deadline: Optional[float]) -> None:
-        self.lock = lock
-        self.deadline = deadline
-
-    def __enter__(self) -> None:
-        wait = -1.0 if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-        if not self.lock.acquire(timeout=wait):
-            raise _DeadlinePassed("the deadline passed while another thread was logging in")
-
-    def __exit__(self, *exc: Any) -> None:
-        self.lock.release()
 
 
 def _check_number(name: str, value: Any, *, minimum: float = 0.0, allow_none: bool = False) -> Any:
@@ -291,8 +215,8 @@ class _DeadlineWait:
         return max(0.0, min(delay, self.deadline - time.monotonic()))
 
 
-# The streaming options that RemoteAgent once took as keywords. They now live in StreamOptions
-# (stream=...); these still work, with a DeprecationWarning. `batch_size` is not among them: it is
+# Fields of StreamOptions that RemoteAgent also takes as keywords, deprecated: they work, with a
+# DeprecationWarning saying to pass stream=StreamOptions(...). `batch_size` is not among them: it is
 # also an ai-traineree hyperparameter (the learner's batch), and a program written for the
 # published client, which sent every unknown keyword as the agent's config, means that one.
 _DEPRECATED_STREAM_KEYWORDS = frozenset({
@@ -319,15 +243,16 @@ class RemoteAgent:
         bools), as with the published client.
     """
 
-    def __init__(self, client: Optional[Client], agent_name: str, *, act_timeout: float = cfg.DEFAULT_ACT_TIMEOUT,
-                 fallback: Optional[Callable[[Any], ActionType]] = None, description: Optional[str] = None,
-                 config: Optional[Mapping[str, Any]] = None, stream: Optional[cfg.StreamOptions] = None,
+    def __init__(self, client: Client | None, agent_name: str, *, act_timeout: float = cfg.DEFAULT_ACT_TIMEOUT,
+                 fallback: Callable[[Any], ActionType] | None = None, description: str | None = None,
+                 config: Mapping[str, Any] | None = None, stream: cfg.StreamOptions | None = None,
                  **kwargs: Any) -> None:
         if not is_valid_agent_name(agent_name):
             # The name goes into URLs and the default queue directory's name: refuse what could
             # be read as a path or a query there, as the server does.
             raise ConfigurationError(
-                f"agent_name must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit, got {agent_name!r}")
+                "agent_name must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit, "
+                f"got {agent_name!r}")
         access_token = kwargs.pop("access_token", None)
         username = kwargs.pop("username", None)
         password = kwargs.pop("password", None)
@@ -336,6 +261,7 @@ class RemoteAgent:
         elif not isinstance(client, Client):
             raise ConfigurationError(f"client must be an agents_bar_stream.Client, got {type(client).__name__}")
         self._client = client
+        self._session = client._session
         self.agent_name = agent_name
         self.act_timeout = _check_number("act_timeout", act_timeout)
         if fallback is not None and not callable(fallback):
@@ -356,9 +282,9 @@ class RemoteAgent:
                 DeprecationWarning, stacklevel=2)
             stream = dataclasses.replace(stream, **old_style)  # validated again by StreamOptions
         self._stream_options: cfg.StreamOptions = stream
-        self._obs_size: Optional[int] = kwargs.get("obs_size")
-        self._action_size: Optional[int] = kwargs.get("action_size")
-        self._agent_model: Optional[str] = kwargs.pop("agent_model", None)
+        self._obs_size: int | None = kwargs.get("obs_size")
+        self._action_size: int | None = kwargs.get("action_size")
+        self._agent_model: str | None = kwargs.pop("agent_model", None)
         if config is not None and not isinstance(config, Mapping):
             raise ConfigurationError(f"config must be a mapping of hyperparameters, got {type(config).__name__}")
         hyper = {**kwargs, **(config or {})}
@@ -369,12 +295,12 @@ class RemoteAgent:
                 raise TypeError(
                     f"unknown option {key}={value!r}: RemoteAgent takes its documented options and agent "
                     "hyperparameters (JSON values: numbers, strings, bools, lists)") from None
-        self._config: Dict[str, Any] = hyper
-        self._discrete: Optional[bool] = None
+        self._config: dict[str, Any] = hyper
+        self._discrete: bool | None = None
         self._sizes_confirmed = False  # the sizes above are the agent's own (create_agent, sync), not a guess
-        self.loss: Dict[str, float] = {}
+        self.loss: dict[str, float] = {}
         self._act_stats = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0}
-        self._stream_obj: Any = None
+        self._stream_obj: Stream | None = None
         self._left_at_close = 0
         self._stream_lock = threading.Lock()
         self._closed = False
@@ -435,7 +361,7 @@ class RemoteAgent:
         return self._discrete
 
     @property
-    def hparams(self) -> Dict[str, Union[str, float, int]]:
+    def hparams(self) -> dict[str, str | float | int]:
         """The agent's hyperparameters; values are numbers or strings, as the published client gives them."""
         return {k: v if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
                 for k, v in self._config.items()}
@@ -450,7 +376,7 @@ class RemoteAgent:
         """
         return self._exists(None)
 
-    def _exists(self, timeout: Optional[tuple]) -> bool:
+    def _exists(self, timeout: tuple | None) -> bool:
         self._check_open()
         try:
             return isinstance(self._agent_details(timeout), dict)
@@ -463,7 +389,7 @@ class RemoteAgent:
     def is_active(self) -> bool:
         return bool(self.info().get("is_active"))
 
-    def _is_active(self, timeout: Optional[tuple]) -> bool:
+    def _is_active(self, timeout: tuple | None) -> bool:
         self._check_open()
         try:
             info = self._agent_details(timeout)
@@ -471,15 +397,15 @@ class RemoteAgent:
             return False
         return bool(info.get("is_active"))
 
-    def _agent_details(self, timeout: Optional[tuple]) -> Dict[str, Any]:
+    def _agent_details(self, timeout: tuple | None) -> dict[str, Any]:
         """GET /agents/{name}, checked to be an agent's JSON (a web page answering 200 is not one)."""
-        response = self._client.request("GET", self._path(), timeout=timeout).raise_for_status()
+        response = self._session.request("GET", self._path(), timeout=timeout).raise_for_status()
         try:
             info = response.json()
         except APIError:
             info = None
         if not isinstance(info, dict):
-            raise WrongServiceError(self._client._not_agents_bar(
+            raise WrongServiceError(self._session.not_agents_bar(
                 f"GET {API_PREFIX}{self._path()} answered {response.status} without an agent's JSON "
                 f"({response.content[:60]!r})"))
         return info
@@ -487,20 +413,21 @@ class RemoteAgent:
     def _path(self, suffix: str = "") -> str:
         return f"/agents/{self.agent_name}{suffix}"
 
-    def _call(self, method: str, path: str, body: Any = None, *, params: Optional[Mapping[str, Any]] = None) -> Response:
+    def _call(self, method: str, path: str, body: Any = None, *, params: Mapping[str, Any] | None = None) -> Response:
         self._check_open()
         raw = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-        return self._client.request(method, path, body=raw, params=params).raise_for_status()
+        return self._session.request(method, path, body=raw, params=params).raise_for_status()
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"RemoteAgent {self.agent_name!r} is closed")
-        if self._client._closed:
+        if self._session.closed:
             # Nothing could ever deliver a step queued now: refuse it rather than keep it pending.
-            raise ClosedError(f"the Client of RemoteAgent {self.agent_name!r} is closed; open a new Client and RemoteAgent")
+            raise ClosedError(
+                f"the Client of RemoteAgent {self.agent_name!r} is closed; open a new Client and RemoteAgent")
 
     def create_agent(self, obs_size: int, action_size: int, agent_model: str, active: bool = True,
-                     description: Optional[str] = None) -> Dict:
+                     description: str | None = None) -> dict:
         """Create the agent in the service and return its details.
 
         Raises :class:`ConfigurationError` for an unknown model or bad sizes (before any request),
@@ -510,7 +437,8 @@ class RemoteAgent:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(agent_model, str) or agent_model.lower() not in SUPPORTED_MODELS:
-            raise ConfigurationError(f"Model '{agent_model}' isn't supported. Please select one from {SUPPORTED_MODELS}")
+            raise ConfigurationError(
+                f"Model '{agent_model}' isn't supported. Please select one from {SUPPORTED_MODELS}")
         if description is not None and not isinstance(description, str):
             raise ConfigurationError("description must be a string or None")
         self._agent_model = agent_model.lower()
@@ -566,7 +494,8 @@ class RemoteAgent:
             stream, self._stream_obj = self._stream_obj, None
         if stream is not None and stream.pid == os.getpid():
             stream.close(0, retiring=True)  # stops the threads and writes what is in memory to disk
-        directory = Path(self._stream_options.queue_dir or cfg.default_queue_dir(self._client.base_url, self.agent_name))
+        directory = Path(self._stream_options.queue_dir
+                         or cfg.default_queue_dir(self._client.base_url, self.agent_name))
         if not (directory / "data").is_dir():
             return
         from agents_bar_stream.storage import read_queue_summary  # noqa: PLC0415 (keeps import light)
@@ -600,7 +529,7 @@ class RemoteAgent:
                        "kept in %s and are not sent to a new agent of that name", self.agent_name,
                        summary["pending"], summary["dead_letters"], target)
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         """The agent's details as the server has them."""
         info = self._call("GET", self._path()).json()
         if isinstance(info.get("config"), dict):
@@ -619,7 +548,7 @@ class RemoteAgent:
         if self._stream_obj is not None:
             self._stream_obj.learn_shapes(self._obs_size, self._action_size, self.discrete)
 
-    def get_loss(self) -> Dict[str, float]:
+    def get_loss(self) -> dict[str, float]:
         """The agent's recent losses."""
         self.loss = self._call("GET", self._path("/loss")).json()
         return self.loss
@@ -630,7 +559,8 @@ class RemoteAgent:
         try:
             return EncodedAgentState(**body)
         except TypeError as exc:
-            raise InvalidRequestError(200, f"the snapshot answer does not have the six snapshot fields: {exc}") from None
+            raise InvalidRequestError(
+                200, f"the snapshot answer does not have the six snapshot fields: {exc}") from None
 
     def upload_state(self, state: EncodedAgentState) -> bool:
         """Replace the agent's state with ``state``; True when the service accepted it."""
@@ -641,7 +571,7 @@ class RemoteAgent:
 
     # --- act: synchronous, bounded ------------------------------------------------------------------
 
-    def act(self, obs: Any, noise: float = 0.0, *, timeout: Optional[float] = None) -> ActionType:
+    def act(self, obs: Any, noise: float = 0.0, *, timeout: float | None = None) -> ActionType:
         """The agent's action for ``obs`` (an int for discrete models, else a list of numbers).
 
         Bounded by ``timeout`` (default: the agent's ``act_timeout``) across all retries. Connection
@@ -658,7 +588,7 @@ class RemoteAgent:
         self._act_stats["act_calls"] += 1
         params = {"noise": noise}
         path = self._path("/act")
-        last: List[Optional[ServiceUnavailableError]] = [None]  # the last real failure, for the error's cause
+        last: list[ServiceUnavailableError | None] = [None]  # the last real failure, for the error's cause
         try:
             # The first attempt runs outside tenacity: the common case pays nothing for the retry machinery.
             try:
@@ -672,7 +602,8 @@ class RemoteAgent:
             # needs to read is why the attempts before it failed ("connection refused", a 503).
             cause = last[0] or exc
             if self.fallback is None:
-                raise ServiceUnavailableError(f"act() got no answer within {budget:g} s; last failure: {cause}") from cause
+                raise ServiceUnavailableError(
+                    f"act() got no answer within {budget:g} s; last failure: {cause}") from cause
             self._act_stats["act_fallbacks"] += 1
             logger.warning("act() fell back to the local policy: %s", cause)
             return self.fallback(obs)
@@ -694,17 +625,17 @@ class RemoteAgent:
         return action
 
     def _act_once(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float,
-                  last: List[Optional[ServiceUnavailableError]]) -> Response:
+                  last: list[ServiceUnavailableError | None]) -> Response:
         try:
-            return self._client.request("POST", path, body=body, params=params, deadline=deadline).raise_for_status()
-        except _DeadlinePassed:
+            return self._session.request("POST", path, body=body, params=params, deadline=deadline).raise_for_status()
+        except DeadlinePassed:
             raise
         except ServiceUnavailableError as exc:
             last[0] = exc
             raise
 
     def _act_retrying(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float,
-                      first: BaseException, last: List[Optional[ServiceUnavailableError]]) -> Response:
+                      first: BaseException, last: list[ServiceUnavailableError | None]) -> Response:
         retrying = Retrying(
             retry=retry_if_exception(_act_retryable),
             stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
@@ -726,7 +657,7 @@ class RemoteAgent:
 
     # --- step: streamed -----------------------------------------------------------------------------
 
-    def _stream(self) -> Any:
+    def _stream(self) -> Stream:
         stream = self._stream_obj
         if stream is None or stream.pid != os.getpid():
             with self._stream_lock:
@@ -736,13 +667,13 @@ class RemoteAgent:
                     from agents_bar_stream.stream import Stream  # noqa: PLC0415
 
                     discrete = is_discrete(self._agent_model) if self._agent_model else None
-                    stream = Stream(self, obs_size=self._obs_size, action_size=self._action_size,
-                                    discrete=discrete, confirmed=self._sizes_confirmed,
+                    stream = Stream(self._session, self.agent_name, obs_size=self._obs_size,
+                                    action_size=self._action_size, discrete=discrete, confirmed=self._sizes_confirmed,
                                     options=self._stream_options)
                     self._stream_obj = stream
         return stream
 
-    def open_queue(self) -> "RemoteAgent":
+    def open_queue(self) -> RemoteAgent:
         """Open the local queue now (and start delivering what an earlier run left), instead of at the first step()."""
         self._stream().start()
         return self
@@ -758,10 +689,10 @@ class RemoteAgent:
         :class:`ClosedError` after ``close()`` of this agent or of its Client.
         """
         stream = self._stream_obj
-        # `forked` rather than comparing os.getpid() (a system call, ~0.2 µs, a tenth of a step):
-        # the fork hook flags every stream in a child process. A closed Client is checked here, on
+        # `forked` rather than comparing os.getpid(): a system call on every step, where the fork
+        # hook already flags every stream in a child process. A closed Client is checked here, on
         # the fast path, with one attribute read: its flusher could never deliver the step.
-        if stream is None or stream.forked or self._client._closed:
+        if stream is None or stream.forked or self._session.closed:
             self._check_open()
             stream = self._stream()
         try:
@@ -773,11 +704,11 @@ class RemoteAgent:
                 raise InvalidStepError(str(exc)) from None
             return stream.put(obs, action, reward, next_obs, done)
 
-    def _confirm_sizes(self, stream: Any, exc: Exception) -> bool:
+    def _confirm_sizes(self, stream: Stream, exc: Exception) -> bool:
         """Read the agent's sizes from the server, bounded by act_timeout; False when it cannot be done."""
         try:
             deadline = time.monotonic() + min(self.act_timeout, cfg.DEFAULT_ACT_TIMEOUT)
-            info = self._client.request("GET", self._path(), deadline=deadline).raise_for_status().json()
+            info = self._session.request("GET", self._path(), deadline=deadline).raise_for_status().json()
         except AgentsBarError as err:
             logger.info("step() of %r: %s; the agent's sizes could not be read to check it (%s)",
                         self.agent_name, exc, err)
@@ -792,7 +723,7 @@ class RemoteAgent:
         stream.learn_shapes(obs_size, action_size, discrete)
         return True
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is acknowledged by the server; True if it was in time."""
         _check_number("timeout", timeout, allow_none=True)
         self._check_open()
@@ -809,9 +740,9 @@ class RemoteAgent:
         return stream.pending
 
     @property
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """Counters of act() and of the streaming queue (see README)."""
-        out: Dict[str, Any] = dict(self._act_stats)
+        out: dict[str, Any] = dict(self._act_stats)
         stream = self._stream_obj
         if stream is not None:
             out.update(stream.stats())
@@ -821,7 +752,7 @@ class RemoteAgent:
             out.update(idle_stats(self._stream_options.durability))
         return out
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Deliver what is queued for up to ``timeout`` seconds, then stop; the rest stays on disk. Idempotent."""
         _check_number("timeout", timeout, allow_none=True)
         if self._closed:
@@ -832,7 +763,7 @@ class RemoteAgent:
             stream.close(timeout)
             self._left_at_close = stream.left_at_close
 
-    def __enter__(self) -> "RemoteAgent":
+    def __enter__(self) -> RemoteAgent:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -856,7 +787,7 @@ def wait_until_agent_is_active(agent: RemoteAgent, max_seconds: float = 20, verb
     return _poll(agent, agent._is_active, max_seconds, verbose, "be active")
 
 
-def _poll(agent: RemoteAgent, check: Callable[[Optional[tuple]], bool], max_seconds: float, verbose: bool,
+def _poll(agent: RemoteAgent, check: Callable[[tuple | None], bool], max_seconds: float, verbose: bool,
           what: str) -> bool:
     deadline = time.monotonic() + _check_number("max_seconds", max_seconds)
     delay = 0.05

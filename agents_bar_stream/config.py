@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Union
 
 from agents_bar_stream.exceptions import ConfigurationError
 
@@ -103,7 +103,7 @@ class StreamOptions:
     retry_policy: the flusher's backoff.
     """
 
-    queue_dir: Optional[Union[str, "os.PathLike[str]"]] = None
+    queue_dir: str | os.PathLike[str] | None = None
     durability: str = "batch"
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
@@ -132,13 +132,14 @@ class StreamOptions:
 
     def _check(self, name: str, integer: bool = False, zero_ok: bool = False) -> None:
         v = getattr(self, name)
-        ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and (v >= 0 if zero_ok else v > 0)
+        ok = (not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
+              and (v >= 0 if zero_ok else v > 0))
         if not ok:
             kind = "integer" if integer else "number"
             raise ConfigurationError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} {kind}, got {v!r}")
 
 
-def env_credentials(environ: Optional[Mapping[str, str]] = None) -> tuple:
+def env_credentials(environ: Mapping[str, str] | None = None) -> tuple:
     """``(username, password)`` from the environment, new names first, then the published client's."""
     env = os.environ if environ is None else environ
     username = env.get(ENV_USERNAME) or env.get(ENV_USERNAME_OLD)

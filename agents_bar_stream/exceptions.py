@@ -20,17 +20,21 @@ them here, so callers (and the retry predicates) test only these types::
     ├── StreamError                           the local streaming queue
     │   ├── QueueFullError                    max_pending_bytes reached with on_full="raise" (or block timed out)
     │   ├── StorageError (+OSError)           the disk is full, read-only or broken; nothing queued is lost
-    │   ├── QueueLockedError                  another process owns this queue directory
-    │   └── SequenceLostError                 the server expects steps this client already deleted
+    │   └── QueueLockedError                  another process owns this queue directory
     └── ClosedError                           the agent or client was used after close()
 
 ``ServiceUnavailableError`` is the retryable family: ``act`` retries it within its deadline and
 the background flusher retries it forever.
+
+``SequenceLostError`` (a ``StreamError``) is deprecated: it was never raised. A server that lost
+steps the client had already deleted is reported in ``stats["sequence_lost"]`` and the log, and
+delivery goes on; importing the name still works, with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import warnings
+from typing import Any
 
 __all__ = [
     "APIError",
@@ -47,7 +51,6 @@ __all__ = [
     "QueueFullError",
     "QueueLockedError",
     "RequestTimeoutError",
-    "SequenceLostError",
     "ServerBusyError",
     "ServiceUnavailableError",
     "StorageError",
@@ -77,7 +80,7 @@ class InvalidStepError(AgentsBarError, ValueError):
 class AuthenticationError(AgentsBarError):
     """The server refused the credentials or the access token."""
 
-    def __init__(self, message: str, *, status: Optional[int] = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
@@ -131,7 +134,7 @@ class RequestTimeoutError(ServiceUnavailableError):
 class ServerBusyError(ServiceUnavailableError):
     """429 or a 5xx answer. ``retry_after`` is the server's Retry-After in seconds, when given."""
 
-    def __init__(self, status: int, detail: str, *, retry_after: Optional[float] = None) -> None:
+    def __init__(self, status: int, detail: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
@@ -154,8 +157,25 @@ class QueueLockedError(StreamError):
     """Another process holds the lock of this queue directory."""
 
 
-class SequenceLostError(StreamError):
-    """The server asks for sequence numbers this client already deleted: the server lost data."""
+class _SequenceLostError(StreamError):
+    """Deprecated, never raised: see ``stats["sequence_lost"]``."""
+
+
+_SequenceLostError.__name__ = _SequenceLostError.__qualname__ = "SequenceLostError"
+
+_DEPRECATED: dict[str, tuple[type, str]] = {
+    "SequenceLostError": (_SequenceLostError, "SequenceLostError is deprecated and never raised: a server that lost "
+                          "steps is reported in stats['sequence_lost'] and the log"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: deprecated names stay importable, with a warning where they are used.
+    if name in _DEPRECATED:
+        value, message = _DEPRECATED[name]
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ClosedError(AgentsBarError):

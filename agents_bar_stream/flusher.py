@@ -13,9 +13,16 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_when_event_set, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_when_event_set,
+    wait_random_exponential,
+)
 
 from agents_bar_stream.config import RetryPolicy
 from agents_bar_stream.exceptions import (
@@ -28,13 +35,11 @@ from agents_bar_stream.exceptions import (
     WrongServiceError,
 )
 from agents_bar_stream.protocol import API_PREFIX
+from agents_bar_stream.session import Session
 from agents_bar_stream.storage import Batch, DiskQueue
 from agents_bar_stream.transport import Response
 
-if TYPE_CHECKING:  # pragma: no cover
-    from agents_bar_stream.client import Client
-
-__all__ = ["Flusher", "FlusherWait", "is_transient"]
+__all__ = ["DeliveryStats", "Flusher", "FlusherWait", "is_transient"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ class FlusherWait:
         return delay
 
 
-def _json_object(response: Response) -> Dict[str, Any]:
+def _json_object(response: Response) -> dict[str, Any]:
     """The answer's JSON object, or {} when it has none (an HTML error page, say)."""
     try:
         body = response.json()
@@ -80,42 +85,80 @@ class _Stopped(Exception):
     """The flusher was asked to stop while a batch was still undelivered."""
 
 
-class Flusher(threading.Thread):
-    """Delivers ``queue`` to ``client`` for agent ``agent_name``; see the module docstring."""
+class DeliveryStats:
+    """The flusher's counters; written by the flusher thread only, read by anyone.
 
-    def __init__(self, queue: DiskQueue, client: "Client", agent_name: str, *, batch_size: int,
+    ``delivered`` grows with the queue's consumed mark (under the queue's lock), so once a
+    ``flush()`` returns True it says so too.
+    """
+
+    __slots__ = ("delivered", "duplicates", "retries", "dead_lettered", "sequence_lost", "damaged_steps",
+                 "last_error", "online", "mode")
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.duplicates = 0
+        self.retries = 0
+        self.dead_lettered = 0
+        self.sequence_lost = 0  # 409s asking for steps this client had deleted: the server lost them
+        self.damaged_steps = 0  # steps of a damaged segment that the server turned out not to have
+        self.last_error: str | None = None
+        self.online: bool | None = None  # None until the first answer or failure
+        self.mode: str | None = None  # "stream" or "legacy" once the server was probed
+
+
+class Flusher(threading.Thread):
+    """Delivers ``queue`` through ``session`` for agent ``agent_name``; see the module docstring.
+
+    ``on_progress(consumed, freed)`` is called after every delivery or dead letter;
+    ``on_agent_info(details)`` once with the agent's details, unless ``agent_known``. Both run on
+    the flusher's thread.
+    """
+
+    def __init__(self, queue: DiskQueue, session: Session, agent_name: str, *, batch_size: int,
                  flush_interval: float, policy: RetryPolicy, on_progress: Callable[[int, int], None],
-                 stats: Dict[str, Any], on_agent_info: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
+                 on_agent_info: Callable[[dict[str, Any]], None] | None = None, agent_known: bool = False) -> None:
         super().__init__(name=f"agents-bar-stream-flusher[{agent_name}]", daemon=True)
         self.queue = queue
-        self.client = client
+        self.session = session
         self.agent_name = agent_name
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.policy = policy
-        self.on_progress = on_progress  # (steps consumed, bytes freed), called after every delivery
-        self.stats = stats
+        self.on_progress = on_progress
+        self.stats = DeliveryStats()
         # The agent's details (GET /agents/{name}) go to on_agent_info once, before the first
         # delivery, unless the sizes are known already (agent_known): step() then checks later
         # steps against the agent's own sizes, not against the shape of a first step (issue 14).
         self.on_agent_info = on_agent_info
-        self.agent_known = on_agent_info is None
-        self.wake = threading.Event()  # new committed data
-        self.hurry = threading.Event()  # cut the current backoff or wait short
+        self.agent_known = agent_known or on_agent_info is None
+        self._wake = threading.Event()  # new committed data
+        self._hurry = threading.Event()  # cut the current backoff or wait short
+        # wake_up() is the Event's own bound set(): step(durability="step") calls it for every
+        # step, and a Python-level method would add a frame to that path.
+        self.wake_up: Callable[[], None] = self._wake.set
         self.stop_event = threading.Event()
-        self.legacy: Optional[bool] = None
+        self.legacy: bool | None = None
         self.max_steps = batch_size
         self.max_bytes = 8 * 2**20
-        self._cap: Optional[int] = None  # a temporary smaller batch after a 413 or before a 422's bad step
+        self._cap: int | None = None  # a temporary smaller batch after a 413 or before a 422's bad step
         self._path = f"/agents/{agent_name}"
         self._exit_lock = threading.Lock()
         self._exited = False
         self._close_queue = False
 
+    def hurry(self) -> None:
+        """Cut the current backoff or batching wait short: deliver what is committed now."""
+        self._hurry.set()
+
+    def mark_agent_known(self) -> None:
+        """The agent's sizes are known: do not read its details before delivering."""
+        self.agent_known = True
+
     def stop(self) -> None:
         self.stop_event.set()
-        self.hurry.set()
-        self.wake.set()
+        self._hurry.set()
+        self._wake.set()
 
     # --- the loop -------------------------------------------------------------------------------------
 
@@ -127,7 +170,7 @@ class Flusher(threading.Thread):
         except BaseException:  # noqa: BLE001 - the thread must never die silently
             logger.exception("the flusher of %r stopped on an unexpected error; queued steps stay on disk",
                              self.agent_name)
-            self.stats["last_error"] = "flusher crashed; see log"
+            self.stats.last_error = "flusher crashed; see log"
         finally:
             with self._exit_lock:
                 self._exited = True
@@ -152,7 +195,7 @@ class Flusher(threading.Thread):
         failures = 0
         while not self.stop_event.is_set():
             try:
-                self._one_batch()
+                self.deliver_once()
                 failures = 0
             except _Stopped:
                 raise
@@ -161,9 +204,9 @@ class Flusher(threading.Thread):
                 # steps, and look again slowly, in case the right service comes back at this address.
                 failures += 1
                 self.legacy = None
-                self.stats["retries"] += 1
-                self.stats["online"] = False
-                self.stats["last_error"] = str(exc)
+                self.stats.retries += 1
+                self.stats.online = False
+                self.stats.last_error = str(exc)
                 level = logging.ERROR if failures in (1, 10) or failures % 100 == 0 else logging.DEBUG
                 logger.log(level, "%s; keeping %d steps of %r and trying again (attempt %d)",
                            exc, self.queue.committed_pending(), self.agent_name, failures)
@@ -174,28 +217,32 @@ class Flusher(threading.Thread):
                 # for the rest (the local disk refusing a write, an answer we cannot read): the
                 # steps stay on disk and the batch is tried again after a backoff.
                 failures += 1
-                self.stats["retries"] += 1
-                self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
+                self.stats.retries += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 logger.warning("delivery for %r failed on an unexpected error; keeping the steps and trying "
                                "again (attempt %d)", self.agent_name, failures, exc_info=True)
                 delay = min(self.policy.max_delay, self.policy.initial * 2 ** min(failures, 20))
                 self._sleep(random.uniform(delay / 2, delay))
 
-    def _one_batch(self) -> None:
-        """Read the oldest committed steps, let a short batch fill a little, deliver it."""
+    def deliver_once(self) -> None:
+        """Read the oldest committed steps, let a short batch fill a little, deliver it.
+
+        One turn of the thread's loop, on the caller's thread: the loop adds the backoff after an
+        unexpected error. Tests call it to play one answer of the server at a time.
+        """
         max_steps = min(self.max_steps, self._cap or self.max_steps)
         batch = self.queue.read_batch(1 if self.legacy else max_steps, self.max_bytes - 256)
         if batch is None:
-            self.wake.wait(0.5)
-            self.wake.clear()
+            self._wake.wait(0.5)
+            self._wake.clear()
             return
         linger = self.flush_interval - (time.time() - batch.enqueued_at)
-        if len(batch.items) < max_steps and linger > 0 and not self.hurry.is_set() and self.legacy is not True:
+        if len(batch.items) < max_steps and linger > 0 and not self._hurry.is_set() and self.legacy is not True:
             # A short batch whose oldest step is younger than flush_interval: let it fill, so that
             # a slow trickle of steps does not cost one request each. Steps that waited already
             # (behind the previous request, say) go at once: no step lingers longer than that.
-            if self.hurry.wait(linger):
-                self.hurry.clear()
+            if self._hurry.wait(linger):
+                self._hurry.clear()
             batch = self.queue.read_batch(max_steps, self.max_bytes - 256) or batch
         if self.legacy is None:
             self._probe()
@@ -221,14 +268,14 @@ class Flusher(threading.Thread):
         )
 
     def _sleep(self, seconds: float) -> None:
-        if self.hurry.wait(seconds):
-            self.hurry.clear()
+        if self._hurry.wait(seconds):
+            self._hurry.clear()
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
-        self.stats["retries"] += 1
-        self.stats["last_error"] = str(exc)
-        self.stats["online"] = not isinstance(exc, ServiceUnavailableError)
+        self.stats.retries += 1
+        self.stats.last_error = str(exc)
+        self.stats.online = not isinstance(exc, ServiceUnavailableError)
         level = logging.WARNING if state.attempt_number in (1, 10) or state.attempt_number % 100 == 0 else logging.DEBUG
         if isinstance(exc, AgentNotFoundError):
             message = "agent %r does not exist on the server (yet?); keeping %d steps and retrying (attempt %d): %s"
@@ -237,14 +284,14 @@ class Flusher(threading.Thread):
             message = "delivery for %r failed; keeping %d steps and retrying (attempt %d): %s"
         logger.log(level, message, self.agent_name, self.queue.committed_pending(), state.attempt_number, exc)
 
-    def _call(self, method: str, path: str, body: Optional[bytes] = None) -> Response:
+    def _call(self, method: str, path: str, body: bytes | None = None) -> Response:
         """One request; raises for the answers that mean 'try again later', returns the others.
 
         The answers of ``/steps`` that the flusher acts on are checked here, inside the retry loop:
         a 200 without ``acked_seq`` or a 409 without ``expected_seq`` (a proxy's HTML page, say) is
         an error to back off from and retry, never a reason to stop delivering.
         """
-        response = self.client.request(method, path, body=body, timeout=_SEND_TIMEOUT)
+        response = self.session.request(method, path, body=body, timeout=_SEND_TIMEOUT)
         status = response.status
         if path.endswith("/steps") and status in (200, 409):
             field = "acked_seq" if status == 200 else "expected_seq"
@@ -258,7 +305,7 @@ class Flusher(threading.Thread):
         # Everything else raises one of our errors; is_transient() decides that it is tried again.
         return response.raise_for_status()
 
-    def _attempt(self, method: str, path: str, body: Optional[bytes] = None) -> Response:
+    def _attempt(self, method: str, path: str, body: bytes | None = None) -> Response:
         try:
             return self._retrying()(self._call, method, path, body)
         except BaseException as exc:
@@ -269,7 +316,7 @@ class Flusher(threading.Thread):
     def _probe(self) -> None:
         """Ask the server whether it speaks the streaming extension (404: it does not)."""
         def call() -> Response:
-            response = self.client.request("GET", "/stream/info", timeout=_SEND_TIMEOUT, auth=False)
+            response = self.session.request("GET", "/stream/info", timeout=_SEND_TIMEOUT, auth=False)
             if response.status in (200, 404):
                 return response
             return response.raise_for_status()
@@ -287,23 +334,23 @@ class Flusher(threading.Thread):
             # An Agents Bar without Part 2 answers its JSON error; some other web server does not.
             self.legacy = True
             logger.warning("the server at %s has no streaming endpoint; sending steps one at a time "
-                           "through /step (at-least-once: a retried step may be applied twice)", self.client.base_url)
+                           "through /step (at-least-once: a retried step may be applied twice)", self.session.base_url)
         elif response.status != 200 or type(info.get("protocol")) is not int:
             kind = response.headers.get("Content-Type") or "no content type"
             raise WrongServiceError(
-                f"{self.client.base_url} does not look like an Agents Bar service: GET {API_PREFIX}/stream/info "
+                f"{self.session.base_url} does not look like an Agents Bar service: GET {API_PREFIX}/stream/info "
                 f"answered {response.status} ({kind}: {response.content[:60]!r}), not the JSON of an Agents Bar; "
                 "check base_url")
         else:
             self.legacy = False
             self.max_steps = max(1, min(self.batch_size, int(info.get("max_batch_steps", self.batch_size))))
             self.max_bytes = max(1024, int(info.get("max_batch_bytes", self.max_bytes)))
-        self.stats["mode"] = "legacy" if self.legacy else "stream"
+        self.stats.mode = "legacy" if self.legacy else "stream"
 
     def _learn_agent(self) -> None:
         """One try at the agent's details; nothing is retried here (delivery has its own backoff)."""
         try:
-            response = self.client.request("GET", self._path, timeout=_SEND_TIMEOUT)
+            response = self.session.request("GET", self._path, timeout=_SEND_TIMEOUT)
         except AgentsBarError as exc:
             logger.debug("could not read the details of agent %r: %s", self.agent_name, exc)
             return
@@ -319,12 +366,12 @@ class Flusher(threading.Thread):
         head = b'{"producer_id":"%s","first_seq":%d,"steps":[' % (producer.encode(), batch.first_wire)
         body = head + b",".join(batch.items) + b"]}"
         response = self._attempt("POST", self._path + "/steps", body)
-        self.stats["online"] = True
+        self.stats.online = True
         status = response.status
         if status == 200:
             answer = response.json()
             acked = int(answer["acked_seq"])
-            self.stats["duplicates"] += int(answer.get("duplicates", 0))
+            self.stats.duplicates += int(answer.get("duplicates", 0))
             last = min(batch.last_local, self.queue.local_for_wire(acked, batch.first_local))
             if last >= batch.first_local:
                 self._consumed(last)
@@ -335,14 +382,14 @@ class Flusher(threading.Thread):
             if outcome == "rewound":
                 logger.info("server expects seq %d of %r; resending from there", expected, self.agent_name)
             elif outcome == "damaged":
-                self.stats["damaged_steps"] += missing
-                self.stats["last_error"] = f"{missing} steps of a damaged segment never reached the server"
+                self.stats.damaged_steps += missing
+                self.stats.last_error = f"{missing} steps of a damaged segment never reached the server"
                 logger.error("%d steps of agent %r were in a queue segment that failed its check (see "
                              "stats['damaged']) and the server does not have them: they are lost; the stream "
                              "goes on after them from seq %d", missing, self.agent_name, expected)
             else:
-                self.stats["sequence_lost"] += 1
-                self.stats["last_error"] = f"server expects seq {expected}, which this client already deleted"
+                self.stats.sequence_lost += 1
+                self.stats.last_error = f"server expects seq {expected}, which this client already deleted"
                 logger.error("the server lost steps of agent %r: it expects seq %d, which was delivered and "
                              "deleted here; continuing with the steps still queued", self.agent_name, expected)
         elif status == 413:
@@ -380,22 +427,22 @@ class Flusher(threading.Thread):
         self.on_progress(consumed, freed)
 
     def _count_dead_letter(self) -> None:
-        self.stats["dead_lettered"] += 1
+        self.stats.dead_lettered += 1
 
     def _count_delivered(self, n: int) -> None:
         # Counted with the consumed mark: once flush() returns True, stats["delivered"] says so too.
-        self.stats["delivered"] += n
+        self.stats.delivered += n
 
     # --- Part 1 only: one step at a time -----------------------------------------------------------------
 
     def _deliver_legacy(self, batch: Batch) -> None:
         item = batch.items[0]
         response = self._attempt("POST", self._path + "/step", b'{"step_data":' + item + b"}")
-        self.stats["online"] = True
+        self.stats.online = True
         if response.status in (413, 422):  # this one step can never be accepted
             self._dead_letter(batch, 0, response.status, response.detail())
         elif 200 <= response.status < 300:
             self._consumed(batch.first_local)
         else:  # a 409 has no meaning on /step; keep the step and try again a little later
-            self.stats["last_error"] = f"{response.status}: {response.detail()}"
+            self.stats.last_error = f"{response.status}: {response.detail()}"
             self._sleep(min(1.0, self.policy.max_delay))

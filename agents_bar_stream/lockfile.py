@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 try:
     import fcntl
@@ -29,7 +28,7 @@ class LockHeld(Exception):
         self.pid = pid
 
 
-def acquire(directory: Path) -> Optional[int]:
+def acquire(directory: Path) -> int | None:
     """Take the lock of ``directory`` without waiting; its descriptor (None without ``fcntl``).
 
     Raises :class:`LockHeld` when another descriptor has it, ``OSError`` when the file cannot be made.
@@ -48,7 +47,7 @@ def acquire(directory: Path) -> Optional[int]:
     return fd
 
 
-def release(fd: Optional[int]) -> None:
+def release(fd: int | None) -> None:
     """Give the lock back (closing the descriptor releases the flock)."""
     if fd is None:
         return
@@ -58,7 +57,7 @@ def release(fd: Optional[int]) -> None:
         pass
 
 
-def holder(directory: Path) -> Optional[str]:
+def holder(directory: Path) -> str | None:
     """The pid (as written, or ``"unknown"``) of the process holding the lock of ``directory``; None if free."""
     path = Path(directory) / _NAME
     if fcntl is None or not path.exists():

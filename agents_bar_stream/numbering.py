@@ -11,11 +11,9 @@ the removed steps already folded away (all below the consumed mark); ``removed``
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 __all__ = ["count_in", "local_for_wire", "range_end", "wire_seq", "with_range", "without"]
 
-Ranges = List[List[int]]
+Ranges = list[list[int]]
 
 
 def with_range(ranges: Ranges, start: int, end: int) -> Ranges:
@@ -46,7 +44,7 @@ def without(ranges: Ranges, minus: Ranges) -> Ranges:
     return out
 
 
-def range_end(ranges: Ranges, local: int) -> Optional[int]:
+def range_end(ranges: Ranges, local: int) -> int | None:
     """If ``local`` lies in one of ``ranges``, the end of that range; else None."""
     for start, end in ranges:
         if start <= local < end:

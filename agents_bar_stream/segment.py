@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import List, Optional, Tuple
 
 __all__ = ["Segment", "SegmentDamaged", "decode_segment", "encode_segment", "unchecked_items"]
 
@@ -32,8 +31,8 @@ class Segment:
 
     __slots__ = ("first", "count", "nbytes", "time")
 
-    def __init__(self, first: int, count: Optional[int] = None, nbytes: Optional[int] = None,
-                 time: Optional[float] = None) -> None:
+    def __init__(self, first: int, count: int | None = None, nbytes: int | None = None,
+                 time: float | None = None) -> None:
         self.first = first
         self.count = count
         self.nbytes = nbytes
@@ -53,13 +52,13 @@ class SegmentDamaged(Exception):
     """What was read back is not what was written (the reason is the message)."""
 
 
-def encode_segment(items: List[bytes], t: float) -> bytes:
+def encode_segment(items: list[bytes], t: float) -> bytes:
     """The stored form of ``items`` (steps queued from time ``t`` on)."""
     body = b"\n".join(items)
     return _HEADER_V2.pack(_MAGIC, t, len(items), zlib.crc32(body)) + body
 
 
-def decode_segment(blob: bytes) -> Tuple[float, List[bytes]]:
+def decode_segment(blob: bytes) -> tuple[float, list[bytes]]:
     """``(time, items)`` of a stored segment; raises :class:`SegmentDamaged` when the bytes fail their check."""
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise SegmentDamaged(f"not a segment: a {type(blob).__name__}")
@@ -80,7 +79,7 @@ def decode_segment(blob: bytes) -> Tuple[float, List[bytes]]:
     return t, items
 
 
-def unchecked_items(blob: bytes) -> List[bytes]:
+def unchecked_items(blob: bytes) -> list[bytes]:
     """The non-empty lines of a segment's body, without any check: for a person salvaging a damaged one."""
     header = _HEADER_V2.size if blob[:4] == _MAGIC else _HEADER_V1.size
     return [line for line in bytes(blob[header:]).split(b"\n") if line]

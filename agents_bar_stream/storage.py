@@ -42,17 +42,30 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import diskcache
 import orjson
 
 from agents_bar_stream import lockfile
 from agents_bar_stream.exceptions import QueueLockedError, StorageError
-from agents_bar_stream.numbering import count_in, local_for_wire, range_end, wire_seq, with_range, without
+from agents_bar_stream.numbering import (
+    count_in,
+    local_for_wire,
+    range_end,
+    wire_seq,
+    with_range,
+    without,
+)
 from agents_bar_stream.salvage import NUMBERING_KEYS, read_damaged_database
-from agents_bar_stream.segment import Segment, SegmentDamaged, decode_segment, encode_segment
+from agents_bar_stream.segment import (
+    Segment,
+    SegmentDamaged,
+    decode_segment,
+    encode_segment,
+)
 
 __all__ = ["Batch", "DiskQueue", "read_queue_summary"]
 
@@ -111,7 +124,7 @@ def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
 
 
-def _read_manifest(directory: Path) -> Dict[str, Any]:
+def _read_manifest(directory: Path) -> dict[str, Any]:
     try:
         data = orjson.loads((directory / _MANIFEST).read_bytes())
     except FileNotFoundError:
@@ -150,7 +163,7 @@ class Batch:
 
     __slots__ = ("first_local", "first_wire", "items", "nbytes", "enqueued_at")
 
-    def __init__(self, first_local: int, first_wire: int, items: List[bytes], enqueued_at: float = 0.0) -> None:
+    def __init__(self, first_local: int, first_wire: int, items: list[bytes], enqueued_at: float = 0.0) -> None:
         self.first_local = first_local
         self.first_wire = first_wire
         self.items = items
@@ -169,10 +182,10 @@ class DiskQueue:
     :class:`StorageError` when the directory cannot be written.
     """
 
-    def __init__(self, directory: "os.PathLike[str] | str", *, service_url: str = "", agent_name: str = "",
+    def __init__(self, directory: os.PathLike[str] | str, *, service_url: str = "", agent_name: str = "",
                  lock: bool = True) -> None:
         self.directory = Path(directory)
-        self._lock_fd: Optional[int] = None
+        self._lock_fd: int | None = None
         self._owner = lock  # only the owner of the queue sets damage aside; a reader reports it
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -205,7 +218,8 @@ class DiskQueue:
 
     def _open_cache(self, *, expect_existing: bool = True) -> diskcache.Cache:
         db = self.directory / "data" / "cache.db"
-        if expect_existing and _read_manifest(self.directory).get("producer_id") and (not db.exists() or db.stat().st_size == 0):
+        if (expect_existing and _read_manifest(self.directory).get("producer_id")
+                and (not db.exists() or db.stat().st_size == 0)):
             # SQLite would make an empty database of it, and the queue would read as empty.
             raise _DatabaseDamaged("is missing" if not db.exists() else "is empty (0 bytes)")
         try:
@@ -240,6 +254,28 @@ class DiskQueue:
         # directory locked for the rest of the process: the descriptor goes with the object.
         self._lock_finalizer = weakref.finalize(self, lockfile.release, fd)
 
+    def wait_for_space(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until delivered segments were deleted; True if they were.
+
+        For a writer that the disk refused: the space delivery frees is the first it can count on.
+        """
+        if self._space_freed.wait(timeout):
+            self._space_freed.clear()
+            return True
+        return False
+
+    def stop_waiting_for_space(self) -> None:
+        """End a :meth:`wait_for_space` now (the writer is closing and writes what it can)."""
+        self._space_freed.set()
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: give up the directory lock's descriptor inherited from the parent.
+
+        Only the descriptor is closed (the parent's flock stays with the parent); the database is not
+        touched, since its connections belong to the parent's threads.
+        """
+        self._release_lock()
+
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
             self._lock_fd = None
@@ -252,7 +288,7 @@ class DiskQueue:
         try:
             meta = {key: cache.get(key) for key in (*NUMBERING_KEYS, "meta.service_url", "meta.agent_name",
                                                      "meta.damaged", "meta.damage")}
-            keys: List[int] = []
+            keys: list[int] = []
             dead = 0
             for key in cache.iterkeys():
                 if type(key) is int:
@@ -298,11 +334,11 @@ class DiskQueue:
         self.consumed: int = consumed  # every local <= consumed is delivered or removed
         self.shift: int = shift
         self.removed_before: int = removed_before  # removed locals <= consumed
-        self.removed_ranges: List[List[int]] = removed_ranges  # [start, end) of removed locals > consumed
+        self.removed_ranges: list[list[int]] = removed_ranges  # [start, end) of removed locals > consumed
         # [start, end) of locals whose segment failed its check: held on the wire (their numbers stay
         # taken) until the server tells whether it has them; never overlapping a removed range.
-        self.damaged_ranges: List[List[int]] = damaged_ranges
-        self.damage: List[Dict[str, Any]] = damage  # what was set aside, where and why
+        self.damaged_ranges: list[list[int]] = damaged_ranges
+        self.damage: list[dict[str, Any]] = damage  # what was set aside, where and why
         self.dead_letters = dead
         self.in_flight_through = -1  # the last local read_batch is reading now (drop_oldest keeps off)
         # The last local ever handed to the server, persisted before each send: the server may have
@@ -315,10 +351,10 @@ class DiskQueue:
         # where numbering resumes), so opening a large backlog reads no segment bodies.
         # A deque: delivery pops from the left, one segment per step in durability="step", and a list
         # would make draining a large backlog quadratic.
-        self.segments: "deque[Segment]" = deque(Segment(k) for k in keys)
-        self._head_items: Optional[Tuple[int, List[bytes]]] = None  # decoded segment at the head
-        self._undeleted: List[int] = []  # delivered segments whose delete the disk refused: tried again
-        self.space_freed = threading.Event()  # set when delivered segments were deleted (a full disk waits on it)
+        self.segments: deque[Segment] = deque(Segment(k) for k in keys)
+        self._head_items: tuple[int, list[bytes]] | None = None  # decoded segment at the head
+        self._undeleted: list[int] = []  # delivered segments whose delete the disk refused: tried again
+        self._space_freed = threading.Event()  # set when delivered segments were deleted (a full disk waits on it)
         self.next_local = max(self.consumed + 1, self.sent_through + 1)
         self.committed_through = self.next_local - 1
         while self.segments:
@@ -344,10 +380,11 @@ class DiskQueue:
         # database's size is mostly SQLite's own pages for a small backlog).
         pending = self.committed_pending()
         last_filled = self.segments[-1] if self.segments else None
-        self.pending_bytes = int(pending * (last_filled.nbytes or 0) / max(1, last_filled.count or 0)) if last_filled else 0
+        self.pending_bytes = (int(pending * (last_filled.nbytes or 0) / max(1, last_filled.count or 0))
+                              if last_filled else 0)
 
     def _write_fresh_meta(self, producer: str, service_url: str, agent_name: str,
-                          existing: Dict[str, Any], new: bool = False) -> Dict[str, Any]:
+                          existing: dict[str, Any], new: bool = False) -> dict[str, Any]:
         """Store every numbering key (the defaults where ``existing`` has none) and the queue's names."""
         meta = dict(existing)
         defaults = {"meta.producer_id": producer, "meta.consumed": -1, "meta.shift": 0,
@@ -400,7 +437,7 @@ class DiskQueue:
 
     # --- damage ---------------------------------------------------------------------------------
 
-    def _fill(self, seg: Segment) -> List[bytes]:
+    def _fill(self, seg: Segment) -> list[bytes]:
         """The steps of ``seg``, checked; a segment that fails is set aside and _SetAside raised."""
         try:
             blob = self._cache.get(seg.first)
@@ -422,7 +459,7 @@ class DiskQueue:
         seg.count, seg.nbytes, seg.time = len(items), len(blob), t
         return items
 
-    def _set_aside(self, seg: Segment, blob: Optional[bytes], reason: str) -> None:
+    def _set_aside(self, seg: Segment, blob: bytes | None, reason: str) -> None:
         """Move a segment that failed its check out of the queue, its bytes to damaged/, its numbers held."""
         if not self._owner:
             raise StorageError(f"the segment of steps from {seg.first} in {self.directory} {reason}; open the queue "
@@ -466,7 +503,7 @@ class DiskQueue:
                 # Found again (and set aside again) at the next open; nothing is lost meanwhile.
                 logger.warning("could not record the damaged segment in %s: %s", self.directory, exc)
 
-    def _write_aside(self, name: str, blob: bytes) -> Optional[Path]:
+    def _write_aside(self, name: str, blob: bytes) -> Path | None:
         folder = self.directory / _DAMAGED
         path = folder / f"{name}-{_stamp()}.bin"
         try:
@@ -498,7 +535,7 @@ class DiskQueue:
         manifest = _read_manifest(self.directory)
         known = salvage.numbering_known() and manifest.get("producer_id") in (None, salvage.meta["meta.producer_id"])
         self._cache = self._open_cache(expect_existing=False)
-        record: Dict[str, Any] = {"time": time.time(), "what": "database", "reason": reason, "path": str(aside),
+        record: dict[str, Any] = {"time": time.time(), "what": "database", "reason": reason, "path": str(aside),
                                   "steps": None, "recovered": 0, "unreadable_segments": len(salvage.bad_segments),
                                   "errors": salvage.errors[:5]}
         if known:
@@ -529,7 +566,7 @@ class DiskQueue:
         self._load(service_url or str(salvage.meta.get("meta.service_url") or ""),
                    agent_name or str(salvage.meta.get("meta.agent_name") or ""))
 
-    def _rebuild(self, salvage: Any, record: Dict[str, Any]) -> int:
+    def _rebuild(self, salvage: Any, record: dict[str, Any]) -> int:
         """Write a fresh database from a salvage whose numbering is known; returns the steps put back."""
         meta = salvage.meta
         consumed, sent_through = int(meta["meta.consumed"]), int(meta["meta.sent_through"])
@@ -561,13 +598,13 @@ class DiskQueue:
 
     # --- writing --------------------------------------------------------------------------------
 
-    def write_segment(self, first_local: int, items: List[bytes], t: float) -> int:
+    def write_segment(self, first_local: int, items: list[bytes], t: float) -> int:
         """Commit ``items`` as one segment and offer it to the flusher; returns its size."""
         segment = self.store_segment(first_local, items, t)
         self.publish_segment(segment)
         return segment.nbytes or 0
 
-    def store_segment(self, first_local: int, items: List[bytes], t: float) -> Segment:
+    def store_segment(self, first_local: int, items: list[bytes], t: float) -> Segment:
         """Commit ``items`` to disk as one segment, not yet visible to readers; called with steps in order only."""
         blob = encode_segment(items, t)
         try:
@@ -577,12 +614,12 @@ class DiskQueue:
             raise _storage_error("write to", self.directory, exc) from None
         return Segment(first_local, len(items), len(blob), t)
 
-    def publish_segment(self, segment: Segment, then: Optional[Callable[[], None]] = None) -> None:
+    def publish_segment(self, segment: Segment, then: Callable[[], None] | None = None) -> None:
         """Make a segment written by :meth:`store_segment` readable by the flusher and counted as pending.
 
         ``then`` runs in the same critical section: the group commit stops counting these steps as
         in memory there, so that a reader of ``pending`` (which holds this lock) never counts them
-        twice (CI once read 104096 pending of 100000 steps, one 4096-step segment in both places).
+        twice: once on disk and once more in memory.
         """
         with self.lock:
             self.segments.append(segment)
@@ -609,7 +646,25 @@ class DiskQueue:
                 n -= count_in(ranges, first, self.committed_through + 1)
             return max(0, n)
 
-    def read_batch(self, max_steps: int, max_bytes: int) -> Optional[Batch]:
+    def pending_with(self, in_memory: Callable[[], int]) -> int:
+        """``committed_pending()`` plus ``in_memory()``, both read under the queue's lock.
+
+        For a writer that moves steps from memory into the queue under this lock (through
+        ``publish_segment(then=...)``): the sum never counts a step twice nor misses one.
+        """
+        with self.lock:
+            return self.committed_pending() + in_memory()
+
+    def delivered_through(self, local: int, in_memory: Callable[[], int]) -> bool:
+        """Whether step ``local`` and all before it were consumed, or nothing is pending at all.
+
+        Read under the queue's lock, with which the consumed mark and the callbacks of
+        ``mark_consumed(then=...)`` move together.
+        """
+        with self.lock:
+            return self.consumed >= local or self.committed_pending() + in_memory() == 0
+
+    def read_batch(self, max_steps: int, max_bytes: int) -> Batch | None:
         """The oldest committed, unconsumed steps (at most max_steps, about max_bytes), or None."""
         while True:
             try:
@@ -617,7 +672,7 @@ class DiskQueue:
             except _SetAside:
                 continue  # a segment failed its check and was set aside: its range is skipped now
 
-    def _read_batch(self, max_steps: int, max_bytes: int) -> Optional[Batch]:
+    def _read_batch(self, max_steps: int, max_bytes: int) -> Batch | None:
         with self.lock:
             first = self.consumed + 1
             while True:
@@ -646,7 +701,7 @@ class DiskQueue:
         # The segments are read from disk outside the lock (a reopened backlog has not even their
         # headers in memory yet): step() publishes under it and must never wait for these reads.
         # Nothing can take them away meanwhile: drop_oldest keeps off everything up to last_wanted.
-        items: List[bytes] = []
+        items: list[bytes] = []
         size = 0
         i = 0
         local = first
@@ -729,7 +784,7 @@ class DiskQueue:
             raise _storage_error("record the steps being sent in", self.directory, exc) from None
         return True
 
-    def mark_consumed(self, through_local: int, then: Optional[Callable[[int], None]] = None) -> Tuple[int, int]:
+    def mark_consumed(self, through_local: int, then: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Everything up to ``through_local`` is delivered: persist that and delete whole segments.
 
         ``then(steps consumed now)`` runs in the critical section that moves the consumed mark, so
@@ -739,7 +794,7 @@ class DiskQueue:
         with self._meta_lock:
             return self._mark_consumed(through_local, then)
 
-    def _mark_consumed(self, through_local: int, then: Optional[Callable[[int], None]]) -> Tuple[int, int]:
+    def _mark_consumed(self, through_local: int, then: Callable[[int], None] | None) -> tuple[int, int]:
         with self.lock:
             if through_local <= self.consumed:
                 return 0, 0
@@ -795,13 +850,14 @@ class DiskQueue:
             logger.warning("could not record delivery in %s: %s", self.directory, exc)
         else:
             if doomed or undeleted:
-                self.space_freed.set()
-            if consumed_now and self._owner and not (self.directory / _RESERVE).exists() and not self.committed_pending():
+                self._space_freed.set()
+            if (consumed_now and self._owner and not (self.directory / _RESERVE).exists()
+                    and not self.committed_pending()):
                 self._make_reserve()  # drained after a full disk: hold the reserve back again
         return consumed_now, freed
 
     def dead_letter(self, local: int, item: bytes, status: int, detail: str,
-                    then: Optional[Callable[[], None]] = None) -> None:
+                    then: Callable[[], None] | None = None) -> None:
         """Move step ``local`` (the oldest unconsumed) to the dead-letter store, with the server's reason.
 
         ``then()`` runs in the critical section that removes the step from the pending count.
@@ -826,7 +882,7 @@ class DiskQueue:
                 if then is not None:
                     then()
 
-    def drop_oldest(self, after_local: int, need_bytes: int) -> Tuple[int, int]:
+    def drop_oldest(self, after_local: int, need_bytes: int) -> tuple[int, int]:
         """Remove whole committed segments that start after ``after_local`` until ``need_bytes`` are free.
 
         Returns (steps dropped, bytes freed). Dropped steps never reach the server; numbering on the
@@ -875,7 +931,7 @@ class DiskQueue:
                 raise _storage_error("drop from", self.directory, exc) from None
             return dropped, freed
 
-    def rewind_or_shift(self, expected_wire: int, head_local: int) -> Tuple[str, int]:
+    def rewind_or_shift(self, expected_wire: int, head_local: int) -> tuple[str, int]:
         """The server expects ``expected_wire`` (409): resend from there, or go on without what it lacks.
 
         Returns ``("rewound", 0)`` when the step it expects is still held here (it is sent next);
@@ -885,7 +941,8 @@ class DiskQueue:
         """
         with self.lock:
             oldest_held = self.segments[0].first if self.segments else head_local
-            target = self.local_for_wire(expected_wire, oldest_held) if expected_wire >= self.wire_seq(oldest_held) else None
+            target = (self.local_for_wire(expected_wire, oldest_held)
+                      if expected_wire >= self.wire_seq(oldest_held) else None)
             in_damage = any(self.wire_seq(a) <= expected_wire < self.wire_seq(a) + (b - a)
                             for a, b in self.damaged_ranges if b > self.consumed)
             if (not in_damage and target is not None and oldest_held <= target <= head_local
@@ -920,7 +977,7 @@ class DiskQueue:
                 self._head_items = None
         return passed
 
-    def oldest_pending_time(self) -> Optional[float]:
+    def oldest_pending_time(self) -> float | None:
         with self._meta_lock, self.lock:
             for seg in list(self.segments):  # a copy: one that fails its check leaves the deque
                 if seg.time is None:
@@ -932,7 +989,7 @@ class DiskQueue:
                     return float(seg.time or 0.0)
         return None
 
-    def dead_letter_records(self) -> List[Dict[str, Any]]:
+    def dead_letter_records(self) -> list[dict[str, Any]]:
         out = []
         try:
             for key in sorted(k for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith("dead.")):
@@ -969,7 +1026,7 @@ class DiskQueue:
             self._release_lock()
 
 
-def read_queue_summary(directory: "os.PathLike[str] | str") -> Dict[str, Any]:
+def read_queue_summary(directory: os.PathLike[str] | str) -> dict[str, Any]:
     """What a person wants to know of a queue, read without taking its lock (for ``queue status``)."""
     directory = Path(directory)
     if not (directory / "data").is_dir():

@@ -14,16 +14,14 @@ import threading
 import time
 import weakref
 from functools import partial
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import Any
 
 from agents_bar_stream import config as cfg
 from agents_bar_stream.exceptions import ClosedError, QueueFullError, StorageError
-from agents_bar_stream.flusher import Flusher
+from agents_bar_stream.flusher import DeliveryStats, Flusher
 from agents_bar_stream.protocol import StepEncoder, agent_sizes
+from agents_bar_stream.session import Session
 from agents_bar_stream.storage import DiskQueue
-
-if TYPE_CHECKING:  # pragma: no cover
-    from agents_bar_stream.client import RemoteAgent
 
 __all__ = ["Stream", "idle_stats"]
 
@@ -32,39 +30,37 @@ logger = logging.getLogger(__name__)
 _SEGMENT_STEPS = 4096  # most steps in one committed segment (about 1 MB of CartPole steps)
 
 
-def _fresh_counters() -> Dict[str, Any]:
-    """What the flusher and step() count and report, before anything happened."""
-    out: Dict[str, Any] = dict.fromkeys(
-        ("enqueued", "delivered", "duplicates", "retries", "dead_lettered", "dropped", "sequence_lost",
-         "damaged_steps"), 0)
-    out.update({"last_error": None, "online": None, "mode": None})
-    return out
+def _counters(enqueued: int, dropped: int, delivery: DeliveryStats) -> dict[str, Any]:
+    """The counters of ``stats``: step()'s own two and the flusher's, in the order the README lists them."""
+    return {"enqueued": enqueued, "delivered": delivery.delivered, "duplicates": delivery.duplicates,
+            "retries": delivery.retries, "dead_lettered": delivery.dead_lettered, "dropped": dropped,
+            "sequence_lost": delivery.sequence_lost, "damaged_steps": delivery.damaged_steps,
+            "last_error": delivery.last_error, "online": delivery.online, "mode": delivery.mode}
 
 
-def idle_stats(durability: str) -> Dict[str, Any]:
+def idle_stats(durability: str) -> dict[str, Any]:
     """What ``RemoteAgent.stats`` holds for the queue before it is opened: every key, nothing counted."""
-    return {**_fresh_counters(), "pending": 0, "bytes_pending": 0, "oldest_pending_age": None, "queue_dir": None,
-            "producer_id": None, "durability": durability, "storage_error": None, "damaged": []}
+    return {**_counters(0, 0, DeliveryStats()), "pending": 0, "bytes_pending": 0, "oldest_pending_age": None,
+            "queue_dir": None, "producer_id": None, "durability": durability, "storage_error": None, "damaged": []}
 
 
 # Streams alive in this process, for the fork and exit hooks (weak: an agent that is garbage
 # collected takes its stream with it).
-_LIVE: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Stream] = weakref.WeakSet()
 
 
 class Stream:
     """See the module docstring. Built by RemoteAgent on first use; not part of the public API."""
 
-    def __init__(self, agent: "RemoteAgent", *, obs_size: Optional[int], action_size: Optional[int],
-                 discrete: Optional[bool], confirmed: bool = False,
+    def __init__(self, session: Session, agent_name: str, *, obs_size: int | None, action_size: int | None,
+                 discrete: bool | None, confirmed: bool = False,
                  options: cfg.StreamOptions = cfg.StreamOptions()) -> None:
-        client = agent.client
         self.pid = os.getpid()
-        self.agent_name = agent.agent_name
+        self.agent_name = agent_name
         directory = options.queue_dir
         if directory is None:
-            directory = cfg.default_queue_dir(client.base_url, agent.agent_name)
-        self.queue = DiskQueue(directory, service_url=client.base_url, agent_name=agent.agent_name)
+            directory = cfg.default_queue_dir(session.base_url, agent_name)
+        self.queue = DiskQueue(directory, service_url=session.base_url, agent_name=agent_name)
         self.durability = options.durability
         self.commit_interval = options.commit_interval
         self.max_pending_bytes = options.max_pending_bytes
@@ -72,12 +68,12 @@ class Stream:
         self.block_timeout = options.block_timeout
         self.close_timeout = options.close_timeout
         self._encoder = StepEncoder(obs_size=obs_size, action_size=action_size, discrete=discrete, confirmed=confirmed)
-        # step() takes the bare lock (a C-level `with`, ~0.1 µs cheaper than the Condition's
-        # Python-level one); waits and notifications go through the Condition over the same lock.
+        # step() takes the bare lock (a C-level `with`, cheaper than the Condition's Python-level
+        # one); waits and notifications go through the Condition over the same lock.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self.forked = False  # set in a child process after fork(): this stream belongs to the parent
-        self._buffer: List[bytes] = []
+        self._buffer: list[bytes] = []
         self._buffer_first = self.queue.next_local
         self._buffer_time = 0.0
         # Steps taken by the committer and not yet published. Written by the committer only: under
@@ -86,17 +82,18 @@ class Stream:
         self._committing = 0
         self._next_local = self.queue.next_local
         self._bytes = self.queue.pending_bytes
-        self._storage_error: Optional[StorageError] = None
+        self._storage_error: StorageError | None = None
         self._closed = False
         self._started = False
         self.left_at_close = 0  # steps still queued when close() returned
-        self.stats_counters = _fresh_counters()
-        self._flusher = Flusher(self.queue, client, agent.agent_name, batch_size=options.batch_size,
+        # step() is the one writer of these two; the flusher owns the other counters (its DeliveryStats).
+        self.enqueued = 0
+        self.dropped = 0
+        self._flusher = Flusher(self.queue, session, agent_name, batch_size=options.batch_size,
                                 flush_interval=options.flush_interval, policy=options.retry_policy,
-                                on_progress=self._on_progress, stats=self.stats_counters,
-                                on_agent_info=self._on_agent_info)
-        self._flusher.agent_known = confirmed
-        self._committer: Optional[threading.Thread] = None
+                                on_progress=self._on_progress, on_agent_info=self._on_agent_info,
+                                agent_known=confirmed)
+        self._committer: threading.Thread | None = None
         self._commit_wake = threading.Event()
         _LIVE.add(self)
         if self.queue.committed_pending():
@@ -119,10 +116,10 @@ class Stream:
 
     def wake(self) -> None:
         """Cut the flusher's current backoff short (something changed on the server)."""
-        self._flusher.hurry.set()
-        self._flusher.wake.set()
+        self._flusher.hurry()
+        self._flusher.wake_up()
 
-    def learn_shapes(self, obs_size: Optional[int], action_size: Optional[int], discrete: Optional[bool]) -> None:
+    def learn_shapes(self, obs_size: int | None, action_size: int | None, discrete: bool | None) -> None:
         """The agent's own sizes (from the server): they replace what was learnt from steps.
 
         A wrong first step must not hold every later, correct one to its shape (issue 14): the
@@ -134,7 +131,7 @@ class Stream:
             before = (enc.obs_size, enc.action_size, enc.discrete)
             enc.confirm(obs_size, action_size, discrete)
             if enc.confirmed:
-                self._flusher.agent_known = True
+                self._flusher.mark_agent_known()
             after = (enc.obs_size, enc.action_size, enc.discrete)
         if None not in before and before != after:
             logger.warning("the steps of %r had the shape (obs %s, action %s, discrete %s) but the agent's is "
@@ -142,7 +139,7 @@ class Stream:
                            "the server will refuse those already queued in the other shape (dead letters)",
                            self.agent_name, *before, *after)
 
-    def _on_agent_info(self, info: Dict[str, Any]) -> None:
+    def _on_agent_info(self, info: dict[str, Any]) -> None:
         """The flusher read the agent's details from the server."""
         self.learn_shapes(*agent_sizes(info))
 
@@ -162,14 +159,14 @@ class Stream:
                 self._make_room(size)
             if self.durability == "step":
                 self.queue.write_segment(self._next_local, [data], time.time())
-                self._flusher.wake.set()
+                self._flusher.wake_up()
             else:
                 if not self._buffer:
                     self._buffer_time = time.time()
                 self._buffer.append(data)
             self._next_local += 1
             self._bytes += size
-            self.stats_counters["enqueued"] += 1
+            self.enqueued += 1
         if not self._started:
             self.start()
         return True
@@ -185,10 +182,11 @@ class Stream:
             self._bytes = 0  # see _on_progress: a reopened queue's estimate, and nothing is queued
         while self._bytes + size > self.max_pending_bytes:
             if self.on_full == "drop_oldest":
-                dropped, freed = self.queue.drop_oldest(self.queue.consumed, self._bytes + size - self.max_pending_bytes)
+                need = self._bytes + size - self.max_pending_bytes
+                dropped, freed = self.queue.drop_oldest(self.queue.consumed, need)
                 if dropped:
                     self._bytes -= freed
-                    self.stats_counters["dropped"] += dropped
+                    self.dropped += dropped
                     logger.warning("queue of %r full: dropped the %d oldest queued steps", self.agent_name, dropped)
                     continue
             self._commit_wake.set()
@@ -220,10 +218,9 @@ class Stream:
                 # The disk is full. Retrying every few ms would take each byte that delivery frees (and
                 # the queue's reserve) before delivery's own bookkeeping could, and nothing would move:
                 # try again once delivered steps were deleted, or now and then for space freed by others.
-                if not self.queue.space_freed.wait(_FULL_DISK_RETRY) and not self._closed:
+                if not self.queue.wait_for_space(_FULL_DISK_RETRY) and not self._closed:
                     self._commit_once()
                     continue
-                self.queue.space_freed.clear()
             self._commit_once()
             if self._closed:
                 self._commit_once()
@@ -250,7 +247,7 @@ class Stream:
                 # `pending` reads under both locks; this moves the steps from memory to disk under the
                 # queue's, so it never sees them twice, and step() (under _cond) never waits on it.
                 self.queue.publish_segment(segment, then=partial(self._set_committing, len(items) - done))
-                self._flusher.wake.set()
+                self._flusher.wake_up()
         except StorageError as exc:
             with self._cond:
                 # Keep the unwritten steps in memory, in front of the newer ones, and refuse new
@@ -278,12 +275,15 @@ class Stream:
             return self._pending_locked()
 
     def _pending_locked(self) -> int:
-        # Both locks, across all three reads: the committer moves steps from _committing to the
-        # queue under the queue's lock, and from the buffer to _committing under _cond.
-        with self.queue.lock:
-            return self.queue.committed_pending() + len(self._buffer) + self._committing
+        # Called under _cond; the queue adds _in_memory() under its own lock: the committer moves
+        # steps from _committing to the queue under the queue's lock, and from the buffer to
+        # _committing under _cond, so no step is counted twice or missed.
+        return self.queue.pending_with(self._in_memory)
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def _in_memory(self) -> int:
+        return len(self._buffer) + self._committing
+
+    def flush(self, timeout: float | None = None) -> bool:
         """True once every step queued before the call is acknowledged; False when ``timeout`` passes first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         target = self._next_local - 1
@@ -291,18 +291,17 @@ class Stream:
             return True
         self.start()
         self._commit_wake.set()
-        self._flusher.hurry.set()
+        self._flusher.hurry()
         with self._cond:
             while True:
-                with self.queue.lock:  # the consumed mark and the delivered count move together
-                    if self.queue.consumed >= target or self._pending_locked() == 0:
-                        return True
+                if self.queue.delivered_through(target, self._in_memory):
+                    return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
                 self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
 
-    def close(self, timeout: Optional[float] = None, *, retiring: bool = False) -> None:
+    def close(self, timeout: float | None = None, *, retiring: bool = False) -> None:
         """Deliver for up to ``timeout`` seconds, write what is in memory to disk, stop the threads.
 
         ``retiring``: the agent was deleted and the caller sets the queue aside (and says so), so
@@ -320,7 +319,7 @@ class Stream:
             self._closed = True
             self._cond.notify_all()
         self._commit_wake.set()
-        self.queue.space_freed.set()  # a committer waiting out a full disk writes what it can now, then ends
+        self.queue.stop_waiting_for_space()  # a committer waiting out a full disk writes what it can now, then ends
         if self._committer is not None:
             # Not bounded by the deadline: this is a local disk write of steps that exist nowhere else.
             self._committer.join(_COMMIT_JOIN_TIMEOUT)
@@ -345,10 +344,10 @@ class Stream:
         """Start writing and delivering everything now (the exit hook does this for every stream at once)."""
         if not self._closed:
             self._commit_wake.set()
-            self._flusher.hurry.set()
+            self._flusher.hurry()
 
-    def stats(self) -> Dict[str, Any]:
-        out = dict(self.stats_counters)
+    def stats(self) -> dict[str, Any]:
+        out = _counters(self.enqueued, self.dropped, self._flusher.stats)
         oldest = self._buffer_time if self._buffer else None
         disk_oldest = self.queue.oldest_pending_time()
         if disk_oldest is not None:
@@ -370,7 +369,7 @@ class Stream:
         """After fork, in the child: forget the parent's threads and lock without touching them."""
         self._closed = True
         self.forked = True
-        self.queue._release_lock()
+        self.queue.abandon_after_fork()
 
 
 _COMMIT_JOIN_TIMEOUT = 30.0

@@ -11,13 +11,14 @@ import email.utils
 import logging
 import os
 import time
-from typing import Any, Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from agents_bar_stream import __version__
+from agents_bar_stream._version import __version__
 from agents_bar_stream.config import Timeouts
 from agents_bar_stream.exceptions import (
     AgentExistsError,
@@ -77,7 +78,7 @@ class Response:
             return detail if isinstance(detail, str) else orjson.dumps(detail).decode()
         return self.content[:200].decode("utf-8", "replace") or "(empty answer)"
 
-    def raise_for_status(self) -> "Response":
+    def raise_for_status(self) -> Response:
         """Return self when 2xx, else raise the matching error of the tree."""
         if not self.ok:
             raise error_for(self)
@@ -91,7 +92,7 @@ class _Unset:
 _UNSET = _Unset()
 
 
-def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("Retry-After")
     if not value:
         return None
@@ -113,7 +114,7 @@ def error_for(response: Response) -> Exception:
         body = response.json()
     except APIError:
         body = None
-    kwargs: Dict[str, Any] = {"body": body, "method": response.method, "path": response.path}
+    kwargs: dict[str, Any] = {"body": body, "method": response.method, "path": response.path}
     if status == 401 or status == 403:
         return AuthenticationError(f"{status}: {detail}", status=status)
     if status in _RETRYABLE_STATUS:
@@ -172,11 +173,11 @@ class Transport:
         method: str,
         path: str,
         *,
-        body: Optional[bytes] = None,
-        form: Optional[Mapping[str, str]] = None,
-        params: Optional[Mapping[str, Any]] = None,
-        token: Optional[str] = None,
-        timeout: Optional[Tuple[float, float]] = None,
+        body: bytes | None = None,
+        form: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        token: str | None = None,
+        timeout: tuple[float, float] | None = None,
     ) -> Response:
         """Send one request and return its answer, whatever the status.
 
@@ -185,7 +186,7 @@ class Transport:
         """
         if self._pid != os.getpid():
             self.reset_after_fork()
-        headers: Dict[str, str] = dict(_JSON_HEADERS) if body is not None else {"Accept": "application/json"}
+        headers: dict[str, str] = dict(_JSON_HEADERS) if body is not None else {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         url = self.api_url + path

@@ -92,7 +92,7 @@ def test_no_secret_in_logs_or_errors(server, user, agent_name, tmp_path, caplog)
         assert agent.flush(timeout=30)
         agent.remove(agent_name=agent_name)
         agent.close()
-        token = c._current_token()  # read only to look for it in the logs
+        token = c.token()  # read only to look for it in the logs
     assert token and token not in caplog.text
     assert user[1] not in caplog.text
     with Client(base_url=server.url, username=user[0], password="a-wrong-password-9") as bad:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support.stream import api_for, indices, obs_of
 
-from agents_bar_stream.storage import read_queue_summary
+from agents_bar_stream.storage import DiskQueue, read_queue_summary
 
 
 @pytest.mark.timeout(60)
@@ -20,11 +20,15 @@ def test_422_dead_letters_only_the_bad_step(server, user, agent_name, make_agent
     assert agent.flush(timeout=30), agent.stats
     assert indices(api_for(server, user).log(agent_name)) == [i for i in range(400) if i not in bad]
     assert agent.stats["dead_lettered"] == 2
-    records = agent._stream_obj.queue.dead_letter_records()
-    assert [int(r["step"]["obs"][0]) for r in records] == sorted(bad)
-    assert all(r["status"] == 422 and "action" in r["detail"] for r in records)
     agent.close()
     assert read_queue_summary(queue_dir)["dead_letters"] == 2  # kept on disk for a person to look at
+    reader = DiskQueue(queue_dir, lock=False)  # as `agents-bar-stream queue` reads it
+    try:
+        records = reader.dead_letter_records()
+    finally:
+        reader.close()
+    assert [int(r["step"]["obs"][0]) for r in records] == sorted(bad)
+    assert all(r["status"] == 422 and "action" in r["detail"] for r in records)
 
 
 @pytest.mark.timeout(90)
