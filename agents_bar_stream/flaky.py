@@ -600,7 +600,9 @@ class FlakyProxy:
             self._listener = listener
             self._port = listener.getsockname()[1]
             self._state = _RUNNING
-            self._accept_thread = threading.Thread(target=self._accept_loop, name=f"flaky-proxy-{self._port}-accept", daemon=True)
+            self._accept_thread = threading.Thread(
+                target=self._accept_loop, name=f"flaky-proxy-{self._port}-accept", daemon=True
+            )
             self._accept_thread.start()
         logger.debug("proxy listening on %s, forwarding to %s", self.url, self._upstream)
         return self

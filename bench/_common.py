@@ -227,8 +227,9 @@ def create_agent(url: str, name: str) -> None:
     from agents_bar_stream import RemoteAgent, StreamOptions
 
     with our_client(url) as client:
-        RemoteAgent(client, name, stream=StreamOptions(queue_dir=tempfile.mkdtemp(prefix="agents-bar-create-"))).create_agent(
-            obs_size=OBS_SIZE, action_size=ACTION_SIZE, agent_model=MODEL)
+        RemoteAgent(
+            client, name, stream=StreamOptions(queue_dir=tempfile.mkdtemp(prefix="agents-bar-create-"))
+        ).create_agent(obs_size=OBS_SIZE, action_size=ACTION_SIZE, agent_model=MODEL)
 
 
 # --- the published client, in its own interpreter ----------------------------------------------------

@@ -53,7 +53,9 @@ def grow(durability: str, checkpoints: List[int], window: int, queue_dir: Path, 
 
     wire = sum(len(StepEncoder().encode(*t)) + 1 for t in pool) / len(pool)
     client = c.our_client(c.dead_url())
-    agent = RemoteAgent(client, c.agent_name("growth"), stream=StreamOptions(queue_dir=queue_dir, durability=durability))
+    agent = RemoteAgent(
+        client, c.agent_name("growth"), stream=StreamOptions(queue_dir=queue_dir, durability=durability)
+    )
     agent.open_queue()
     rss0 = rss()
     step = agent.step

@@ -122,8 +122,10 @@ def main() -> int:
     md = "### Delivered transitions/s (step() → acknowledged)\n\n" + c.table(
         ["client → target", "steps × reps", "delivered/s (median)", "worst rep", "step() loop alone /s",
          "ours / published", "target"], rows)
-    md += ("\n\nOur server runs with `--no-learn` (no learner competes for the 2 cores) and its default "
-           f"`--synchronous full`; the client uses its defaults (durability=\"batch\", batch_size={DEFAULT_BATCH_SIZE}).")
+    md += (
+        "\n\nOur server runs with `--no-learn` (no learner competes for the 2 cores) and its default "
+        f'`--synchronous full`; the client uses its defaults (durability="batch", batch_size={DEFAULT_BATCH_SIZE}).'
+    )
     for note in notes:
         md += f"\n\n{note}"
     print(md)

@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from agents_bar_stream.protocol import StepInvalid, validate_step
+from agents_bar_stream.exceptions import InvalidStepError
+from agents_bar_stream.protocol import validate_step
 
 __all__ = ["BUFFER_FORMAT", "SNAPSHOT_FIELDS", "check_snapshot"]
 
@@ -92,7 +93,7 @@ def check_snapshot(body: bytes, *, model: str, obs_size: int, action_size: int, 
         for i, step in enumerate(steps):
             try:
                 validate_step(step, obs_size=obs_size, action_size=action_size, discrete=discrete)
-            except StepInvalid as exc:
+            except InvalidStepError as exc:
                 raise _Refused(f"encoded_buffer step {i} is invalid: {exc}", index=i) from None
     return network
 

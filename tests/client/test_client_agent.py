@@ -83,7 +83,11 @@ def shared_agents(server, user, tmp_path_factory):
     c = Client(base_url=server.url, username=user[0], password=user[1])
     out = {}
     for model in ("dqn", "ddpg"):
-        a = RemoteAgent(c, f"shared-{model}-{random.getrandbits(32):08x}", stream=StreamOptions(queue_dir=tmp_path_factory.mktemp("q")))
+        a = RemoteAgent(
+            c,
+            f"shared-{model}-{random.getrandbits(32):08x}",
+            stream=StreamOptions(queue_dir=tmp_path_factory.mktemp("q")),
+        )
         a.create_agent(4, 3, model)
         out[model] = a
     yield out
@@ -278,7 +282,15 @@ def test_sync_fills_what_a_fresh_agent_does_not_know(make_agent, client, agent_n
 
 
 def test_hparams_are_numbers_or_strings(client, agent_name, tmp_path):
-    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path), gamma=0.9, lr=0.001, using_double_q=True, n_steps=2)
+    agent = RemoteAgent(
+        client,
+        agent_name,
+        stream=StreamOptions(queue_dir=tmp_path),
+        gamma=0.9,
+        lr=0.001,
+        using_double_q=True,
+        n_steps=2,
+    )
     try:
         agent.create_agent(4, 2, "dqn")
         hp = agent.hparams

@@ -276,8 +276,12 @@ def test_base_url_with_a_wrong_path_is_not_an_agent_error(server, user, agent_na
 def test_flusher_reports_a_server_that_is_not_agents_bar(foreign_http_server, user, agent_name, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="agents_bar_stream")
     with Client(base_url=foreign_http_server, username=user[0], password=user[1]) as c:
-        agent = RemoteAgent(c, agent_name, agent_model="dqn",
-                            stream=StreamOptions(queue_dir=tmp_path / "q", retry_policy=RetryPolicy(initial=0.05, max_delay=0.5)))
+        agent = RemoteAgent(
+            c,
+            agent_name,
+            agent_model="dqn",
+            stream=StreamOptions(queue_dir=tmp_path / "q", retry_policy=RetryPolicy(initial=0.05, max_delay=0.5)),
+        )
         try:
             assert agent.step(OBS, 0, 1.0, OBS, False) is True
             deadline = time.monotonic() + 20

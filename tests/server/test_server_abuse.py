@@ -35,7 +35,8 @@ def run(i):
         # half against the real account, half spraying made-up names; never honouring Retry-After
         name = "alice" if i % 2 else f"nobody-{i}-{n}"
         try:
-            r = session.post(url + "/api/v1/login/access-token", data={"username": name, "password": "wrong"}, timeout=10)
+            form = {"username": name, "password": "wrong"}
+            r = session.post(url + "/api/v1/login/access-token", data=form, timeout=10)
         except requests.RequestException as exc:
             counts[type(exc).__name__] += 1
             continue
@@ -76,7 +77,9 @@ class Sampler:
         return self.peak
 
 
-def ingest_while(proc: subprocess.Popen, api: Api, agent: str, *, producer: str = "ingest", at_least: float = 3.0) -> list[float]:
+def ingest_while(
+    proc: subprocess.Popen, api: Api, agent: str, *, producer: str = "ingest", at_least: float = 3.0
+) -> list[float]:
     """Latencies of /steps (100 steps) and /act while ``proc`` runs (at least ``at_least`` s, at most 60 s)."""
     latencies = []
     seq = 0
@@ -102,7 +105,9 @@ def test_a_login_flood_is_limited_and_leaves_ingestion_alone(server_factory, use
     ingest_while(subprocess.Popen([sys.executable, "-c", "pass"]), api, "ingest", at_least=1.0)  # warm up
     before = rss_mib(srv.process.pid)
     sampler = Sampler(srv.process.pid)
-    flood = subprocess.Popen([sys.executable, "-c", _LOGIN_FLOOD, srv.url, "10", "30"], stdout=subprocess.PIPE, text=True)
+    flood = subprocess.Popen(
+        [sys.executable, "-c", _LOGIN_FLOOD, srv.url, "10", "30"], stdout=subprocess.PIPE, text=True
+    )
     try:
         latencies = ingest_while(flood, api, "ingest", producer="during")
         out, _ = flood.communicate(timeout=60)
@@ -127,7 +132,9 @@ def test_a_login_flood_is_limited_and_leaves_ingestion_alone(server_factory, use
     # The account is usable again once its failures have aged (Retry-After says when).
     deadline = time.monotonic() + 90
     while True:
-        resp = requests.post(f"{srv.url}/api/v1/login/access-token", data={"username": user[0], "password": user[1]}, timeout=10)
+        resp = requests.post(
+            f"{srv.url}/api/v1/login/access-token", data={"username": user[0], "password": user[1]}, timeout=10
+        )
         if resp.status_code == 200 or time.monotonic() > deadline:
             break
         assert resp.status_code == 429 and resp.json()["detail"], resp.text

@@ -22,14 +22,18 @@ def assert_detail(resp: requests.Response, status: int) -> dict:
 
 
 def test_login_form_encoded(server, user):
-    resp = requests.post(f"{server.url}{API}/login/access-token", data={"username": user[0], "password": user[1]}, timeout=30)
+    resp = requests.post(
+        f"{server.url}{API}/login/access-token", data={"username": user[0], "password": user[1]}, timeout=30
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert body["token_type"] == "bearer" and isinstance(body["access_token"], str)
 
 
 @pytest.mark.parametrize(
-    "form", [{"username": "alice", "password": "wrong"}, {"username": "nobody", "password": "x"}], ids=["bad-password", "no-user"]
+    "form",
+    [{"username": "alice", "password": "wrong"}, {"username": "nobody", "password": "x"}],
+    ids=["bad-password", "no-user"],
 )
 def test_login_refused(server, form):
     resp = requests.post(f"{server.url}{API}/login/access-token", data=form, timeout=30)
@@ -104,7 +108,10 @@ def test_create_duplicate_name_409(api: Api, agent_name):
         ({"name": "x1", "model": "dqn", "config": {"obs_size": 4, "action_size": 2, "lr": "fast"}}, "lr"),
         ({"name": "x1", "model": "dqn", "config": {"obs_size": 4, "action_size": 2, "lr": -1}}, "lr"),
         ({"name": "x1", "model": "dqn", "config": {"obs_size": 4, "action_size": 2, "device": "cuda"}}, "device"),
-        ({"name": "x1", "model": "dqn", "config": {"obs_size": 4, "action_size": 2, "hidden_layers": [0]}}, "hidden_layers"),
+        (
+            {"name": "x1", "model": "dqn", "config": {"obs_size": 4, "action_size": 2, "hidden_layers": [0]}},
+            "hidden_layers",
+        ),
         ({"name": "x1", "model": "ppo", "config": {"obs_size": 4, "action_size": 2, "v_min": 1}}, "v_min"),
         ({"name": "x1", "model": "dqn", "config": {"obs_size": 4, "action_size": 2}, "is_active": "yes"}, "is_active"),
         ([1, 2, 3], "object"),
@@ -118,7 +125,12 @@ def test_create_bad_input_422(api: Api, body, needle):
 
 @pytest.mark.parametrize(
     "data, ctype",
-    [(b"{not json", "application/json"), (b"", "application/json"), (b"\xff\xfe", "application/json"), (b"name=x", "text/plain")],
+    [
+        (b"{not json", "application/json"),
+        (b"", "application/json"),
+        (b"\xff\xfe", "application/json"),
+        (b"name=x", "text/plain"),
+    ],
 )
 def test_create_bad_json_422(api: Api, data, ctype):
     assert_detail(api.post("/agents/", data=data, headers={"Content-Type": ctype}), 422)
@@ -305,7 +317,13 @@ def test_log_paging(api: Api, agent_name):
     api.post(f"/agents/{agent_name}/step", json={"step_data": make_step(10)})
     api.send_steps(agent_name, "b", 0, make_steps(11, 10))
     page = api.get(f"/agents/{agent_name}/steps", params={"start": 8, "limit": 5}).json()
-    assert [(e["producer_id"], e["seq"]) for e in page["steps"]] == [("a", 8), ("a", 9), (None, None), ("b", 0), ("b", 1)]
+    assert [(e["producer_id"], e["seq"]) for e in page["steps"]] == [
+        ("a", 8),
+        ("a", 9),
+        (None, None),
+        ("b", 0),
+        ("b", 1),
+    ]
     assert page["next"] == 13
     last = api.get(f"/agents/{agent_name}/steps", params={"start": 13, "limit": 100}).json()
     assert len(last["steps"]) == 8 and last["next"] is None

@@ -216,7 +216,13 @@ def test_loop_errors_are_rate_limited(caplog):
     try:
         with caplog.at_level("ERROR", logger="asyncio"):
             for _ in range(10_000):
-                handler(loop, {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")})
+                handler(
+                    loop,
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": OSError(24, "Too many open files"),
+                    },
+                )
             handler(loop, {"message": "something else"})
             time.sleep(0.6)
             handler(loop, {"message": "socket.accept() out of system resource"})

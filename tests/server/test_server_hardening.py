@@ -67,7 +67,9 @@ def test_snapshot_with_non_finite_weights_is_refused(api: Api, agent_name):
                 tensor.fill_(float("nan"))
     buf = io.BytesIO()
     torch.save(net, buf)
-    resp = api.post(f"/snapshots/{agent_name}", json={**snap, "encoded_network": base64.b64encode(buf.getvalue()).decode()})
+    resp = api.post(
+        f"/snapshots/{agent_name}", json={**snap, "encoded_network": base64.b64encode(buf.getvalue()).decode()}
+    )
     assert resp.status_code == 422 and "non-finite" in resp.json()["detail"]
     # The agent kept its weights: it still acts.
     assert api.post(f"/agents/{agent_name}/act", data=b"[0.1, 0.2, 0.3, 0.4]").status_code == 200
@@ -96,7 +98,9 @@ def test_snapshot_weights_of_other_dtypes_are_refused(api: Api, agent_name, mode
                 tensors[key] = tensor.to(torch.int64)
     buf = io.BytesIO()
     torch.save(net, buf)
-    resp = api.post(f"/snapshots/{agent_name}", json={**snap, "encoded_network": base64.b64encode(buf.getvalue()).decode()})
+    resp = api.post(
+        f"/snapshots/{agent_name}", json={**snap, "encoded_network": base64.b64encode(buf.getvalue()).decode()}
+    )
     assert resp.status_code == 422, resp.text
     assert "dtype" in resp.json()["detail"]
     # The agent kept its own weights: it acts, with finite actions, every time.
@@ -116,8 +120,11 @@ def test_snapshot_of_the_agents_own_weights_still_loads(api: Api, agent_name):
     "model, config, words",
     [
         ("rainbow", {"obs_size": 4096, "action_size": 512, "num_atoms": 201, "hidden_layers": [1024]}, "weights"),
-        ("dqn", {"obs_size": 4, "action_size": 2, "hidden_layers": [1024] * 4, "batch_size": 4096, "number_updates": 20},
-         "learning step"),
+        (
+            "dqn",
+            {"obs_size": 4, "action_size": 2, "hidden_layers": [1024] * 4, "batch_size": 4096, "number_updates": 20},
+            "learning step",
+        ),
         # issue 9: accepted under the old, undocumented cap of 2e10; act then answered 503 half the time
         ("dqn", {"obs_size": 4, "action_size": 2, "hidden_layers": [1024] * 4, "batch_size": 4096}, "learning step"),
         ("ddpg", {"obs_size": 4096, "action_size": 8}, "buffer_size"),
@@ -202,9 +209,11 @@ def test_documented_limits_are_the_enforced_ones():
     from agents_bar_stream.server import app, learner
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    step_row = "| one learning step: weights x `batch_size` (PPO: `rollout_length`) x updates (x `num_epochs`) |"
     rows = {
-        "| weights of one network (actor and critic count twice) |": f"{learner.MAX_NETWORK_PARAMETERS:,}".replace(",", " "),
-        "| one learning step: weights x `batch_size` (PPO: `rollout_length`) x updates (x `num_epochs`) |": _power_of_ten(learner.MAX_UPDATE_COST),
+        "| weights of one network (actor and critic count twice) |":
+            f"{learner.MAX_NETWORK_PARAMETERS:,}".replace(",", " "),
+        step_row: _power_of_ten(learner.MAX_UPDATE_COST),
         "| numbers in a full replay buffer: `buffer_size` x (2 `obs_size` + `action_size` + 2) |":
             _power_of_ten(learner.MAX_BUFFER_NUMBERS),
         "| agents per account |": str(app.MAX_AGENTS_PER_USER),

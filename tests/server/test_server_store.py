@@ -32,7 +32,9 @@ def store(tmp_path):
 
 @pytest.fixture
 def agent_id(store) -> int:
-    return store.create_agent(owner="u", name="a", model="dqn", description=None, config={"obs_size": 1, "action_size": 2}, is_active=True).id
+    return store.create_agent(
+        owner="u", name="a", model="dqn", description=None, config={"obs_size": 1, "action_size": 2}, is_active=True
+    ).id
 
 
 def test_append_batch_table(store, agent_id):

@@ -75,7 +75,8 @@ def test_a_second_process_on_the_same_queue_is_refused(server, user, agent_name,
     code = (
         "import sys\n"
         "from agents_bar_stream import Client, RemoteAgent, QueueLockedError\n"
-        f"a = RemoteAgent(Client(base_url={server.url!r}, access_token='x'), {agent_name!r}, queue_dir={str(queue_dir)!r})\n"
+        f"a = RemoteAgent(Client(base_url={server.url!r}, access_token='x'), {agent_name!r},\n"
+        f"                queue_dir={str(queue_dir)!r})\n"
         "try:\n"
         "    a.step([0.0]*4, 0, 0.0, [0.0]*4, False)\n"
         "except QueueLockedError as e:\n"
@@ -119,7 +120,9 @@ def test_fork_child_gets_no_flusher_and_no_lock(server, user, agent_name, make_a
 
 
 @pytest.mark.timeout(60)
-def test_exit_with_the_server_down_is_bounded_and_keeps_the_queue(server_factory, user, agent_name, tmp_path, make_agent):
+def test_exit_with_the_server_down_is_bounded_and_keeps_the_queue(
+    server_factory, user, agent_name, tmp_path, make_agent
+):
     srv = server_factory()
     make_agent(srv, agent_name).close()
     url = srv.url

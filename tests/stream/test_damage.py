@@ -145,7 +145,9 @@ def test_garbage_over_the_last_page_of_the_database(server, user, created, make_
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("keep", [0.0, 0.5])
-def test_a_truncated_database_is_never_read_as_an_empty_queue(server, user, created, make_agent, tmp_path, caplog, keep):
+def test_a_truncated_database_is_never_read_as_an_empty_queue(
+    server, user, created, make_agent, tmp_path, caplog, keep
+):
     queue_dir = tmp_path / "q"
     producer = write_queue(queue_dir, server.url, created)
     db = queue_dir / "data" / "cache.db"

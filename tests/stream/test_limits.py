@@ -234,7 +234,9 @@ def small_filesystem(tmp_path):
     """A 4 MiB tmpfs (the fault injected: a filesystem that fills up), unmounted after the test."""
     mount = tmp_path / "small"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, timeout=30)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, timeout=30
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {made.stderr.decode().strip()}")
     yield mount

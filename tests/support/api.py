@@ -14,7 +14,9 @@ API = "/api/v1"
 
 def login(base_url: str, username: str, password: str) -> str:
     """An access token, through the form-encoded login the published client uses."""
-    resp = requests.post(f"{base_url}{API}/login/access-token", data={"username": username, "password": password}, timeout=30)
+    resp = requests.post(
+        f"{base_url}{API}/login/access-token", data={"username": username, "password": password}, timeout=30
+    )
     resp.raise_for_status()
     return resp.json()["access_token"]
 
@@ -43,7 +45,9 @@ class Api:
     def delete(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("DELETE", path, **kwargs)
 
-    def create_agent(self, name: str, model: str = "dqn", obs_size: int = 4, action_size: int = 2, **config: Any) -> dict:
+    def create_agent(
+        self, name: str, model: str = "dqn", obs_size: int = 4, action_size: int = 2, **config: Any
+    ) -> dict:
         body = {
             "name": name,
             "model": model,
@@ -67,7 +71,9 @@ class Api:
         self.session.close()
 
     def send_steps(self, name: str, producer_id: str, first_seq: int, steps: list) -> requests.Response:
-        return self.post(f"/agents/{name}/steps", json={"producer_id": producer_id, "first_seq": first_seq, "steps": steps})
+        return self.post(
+            f"/agents/{name}/steps", json={"producer_id": producer_id, "first_seq": first_seq, "steps": steps}
+        )
 
     def log(self, name: str, *, page: int = 5000) -> list:
         """The agent's whole accepted log, following ``next``."""

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from agents_bar_stream.exceptions import InvalidStepError
 from agents_bar_stream.protocol import (
     API_PREFIX,
     SUPPORTED_MODELS,
-    StepInvalid,
     is_discrete,
     is_valid_agent_name,
     validate_step,
@@ -168,7 +168,7 @@ async def step(name: str, request: Request, row: CurrentAgent, state: State) -> 
     try:
         validate_step(data, obs_size=row.config["obs_size"], action_size=row.config["action_size"],
                       discrete=is_discrete(row.model))
-    except StepInvalid as exc:
+    except InvalidStepError as exc:
         raise HTTPProblem(422, f"invalid step: {exc}") from None
     try:
         position = await run_in_threadpool(state.store.append_step, row.id, data)

@@ -14,7 +14,8 @@ import orjson
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-from agents_bar_stream.protocol import StepInvalid, check_numbers
+from agents_bar_stream.exceptions import InvalidStepError
+from agents_bar_stream.protocol import check_numbers
 from agents_bar_stream.server.errors import HTTPProblem
 from agents_bar_stream.server.limits import DRAIN_LIMIT
 
@@ -121,7 +122,7 @@ def check_obs(value: Any, size: int) -> list:
     """``value`` if it is an observation of ``size`` numbers (the rule of the steps); a 422 otherwise."""
     try:
         check_numbers("observation", value, size)
-    except StepInvalid as exc:
+    except InvalidStepError as exc:
         raise HTTPProblem(422, str(exc)) from None
     return value
 

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from agents_bar_stream.exceptions import InvalidStepError
 from agents_bar_stream.protocol import (
     API_PREFIX,
     PROTOCOL_VERSION,
-    StepInvalid,
     is_discrete,
     is_valid_producer_id,
     validate_step,
@@ -65,7 +65,7 @@ def _apply_steps(state: ServerState, row: AgentRow, body: bytes) -> dict[str, in
     for i, step in enumerate(steps):
         try:
             validate_step(step, obs_size=obs_size, action_size=action_size, discrete=discrete)
-        except StepInvalid as exc:
+        except InvalidStepError as exc:
             raise HTTPProblem(422, f"step {i} (seq {first_seq + i}) is invalid: {exc}", index=i) from None
     try:
         acked_seq, applied, duplicates = state.store.append_batch(row.id, producer_id, first_seq, steps)
