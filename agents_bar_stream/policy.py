@@ -251,6 +251,7 @@ class LocalPolicy:
         """
         if noise:
             _check_noise(noise)
+        np_isfinite = self._np.isfinite
         with self._lock:
             # The observation is checked even when a random action skips the network: a bad one
             # is a bug in the caller whatever the dice say.
@@ -262,6 +263,9 @@ class LocalPolicy:
             self._session.run_with_iobinding(self._binding)
             if self.discrete:
                 return int(self._out[0])
+            if not np_isfinite(self._out).all():
+                # Finite weights and observations can still overflow (an observation of 1e38).
+                raise PolicyError("the policy answered a non-finite action for this observation")
             if noise:
                 return self._explore(self._out, self._std, noise, rng)[0].tolist()  # type: ignore[no-any-return]
             return self._out[0].tolist()  # type: ignore[no-any-return]
@@ -292,6 +296,8 @@ class LocalPolicy:
                 explore = gen.random(len(action)) < noise
                 action = np.where(explore, gen.integers(self.action_size, size=len(action)), action)
             return [int(a) for a in action]
+        if not np.isfinite(action).all():
+            raise PolicyError("the policy answered a non-finite action for one of these observations")
         if noise:
             action = self._explore(action, outputs[1] if len(outputs) > 1 else None, noise, gen)
         return action.tolist()  # type: ignore[no-any-return]
