@@ -244,3 +244,26 @@ def test_without_the_local_extra_the_error_names_it(dqn_bytes, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "agents-bar-stream[local]" in result.stdout and "onnxruntime" in result.stdout
+
+
+def test_threads_acting_at_once_each_get_their_own_action(dqn_bytes):
+    """act() shares preallocated buffers; its lock keeps one thread's observation from another's."""
+    import threading
+
+    policy = LocalPolicy.from_bytes(dqn_bytes)
+    obs = _observations(200, seed=9)
+    expected = policy.act_batch(obs)
+    mismatches: list[int] = []
+
+    def worker(offset: int) -> None:
+        for _ in range(20):
+            for i in range(offset, len(obs), 4):
+                if policy.act(obs[i]) != expected[i]:
+                    mismatches.append(i)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not mismatches
