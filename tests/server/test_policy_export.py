@@ -195,3 +195,34 @@ def test_diverged_weights_are_refused():
         next(agent.net.parameters()).fill_(math.nan)
     with pytest.raises(PolicyExportError, match="not finite"):
         export_policy(agent, "dqn", OBS_SIZE, 2)
+
+
+def test_export_while_a_learner_thread_steps():
+    """As in AgentRuntime: the learner steps under the agent's lock, the export takes it only to copy."""
+    agent = make_agent("dqn", OBS_SIZE, 2, update_freq=1)
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def learner() -> None:
+        try:
+            seed = 0
+            while not stop.is_set():
+                with lock:
+                    learn(agent, "dqn", 8, seed=seed)
+                seed += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=learner, daemon=True)
+    thread.start()
+    try:
+        exports = [export_policy(agent, "dqn", OBS_SIZE, 2, lock=lock) for _ in range(4)]
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors
+    for export in exports:
+        onnx.checker.check_model(onnx.load_from_string(export.onnx_bytes))
+        assert export.copy_seconds < 0.5  # the lock is held for the copy only (ms; loose for a busy machine)
+    assert len({e.version for e in exports}) > 1, "the learner moved the weights between exports"
