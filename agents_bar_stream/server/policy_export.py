@@ -31,6 +31,7 @@ import copy
 import hashlib
 import io
 import json
+import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -67,6 +68,14 @@ METADATA_PREFIX = "agents_bar."
 # TorchScript exporter of torch 2.x writes it without onnxscript.
 OPSET = 17
 _VERSION_DIGEST_BYTES = 12
+_EXPORT_LOCK = threading.Lock()
+
+# torch >= 2.9 deprecates the TorchScript exporter on every call; it is the one that works without
+# onnxscript (see export_policy), so the warnings say nothing the server can act on. Filters set
+# once here rather than in warnings.catch_warnings(), which is not thread-safe.
+warnings.filterwarnings("ignore", category=DeprecationWarning, message=r"You are using the legacy TorchScript-based ONNX export")
+warnings.filterwarnings("ignore", category=DeprecationWarning, message=r"The feature will be removed\. Please remove usage of this function",
+                        module=r"torch\.onnx\..*")
 
 
 class PolicyExportError(RuntimeError):
@@ -86,9 +95,11 @@ class PolicyExport:
     exploration: dict[str, Any]
     #: The serialised ``onnx.ModelProto``.
     onnx_bytes: bytes
-    #: Seconds the copy of the networks took (the only part that needs the agent's lock).
+    #: Seconds spent waiting for ``lock`` (a learner in a long update; 0 without a lock).
+    lock_wait_seconds: float
+    #: Seconds the copy of the networks took: how long the agent's lock was held.
     copy_seconds: float
-    #: Seconds the whole export took.
+    #: Seconds the whole export took, waiting for the lock included.
     export_seconds: float
 
     @property
@@ -295,19 +306,18 @@ def export_policy(agent: Any, model: str, obs_size: int, action_size: int, *,
     model = model.lower()
     started = time.perf_counter()
     with lock if lock is not None else nullcontext():
+        locked = time.perf_counter()
         module = policy_module(agent, model)
         exploration = exploration_of(agent, model)
-    copied = time.perf_counter()
+        copied = time.perf_counter()
     version = policy_version(module)
 
     dummy = torch.zeros((2, obs_size), dtype=torch.float32)
     outputs = [OUTPUT_NAME, PPO_STD_OUTPUT_NAME] if model == "ppo" else [OUTPUT_NAME]
     buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        # torch >= 2.9 deprecates the TorchScript exporter on every call; it is the one that works
-        # without onnxscript (see below), so the warning says nothing the server can act on.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchScript-based ONNX export.*")
+    # One export at a time: the TorchScript exporter keeps its state (opset, "in export") in
+    # torch.onnx's module globals, which two request threads exporting at once would mix up.
+    with _EXPORT_LOCK, torch.no_grad():
         try:
             _check_traced_shapes(module, dummy, model, action_size)
             torch.onnx.export(
@@ -336,8 +346,8 @@ def export_policy(agent: Any, model: str, obs_size: int, action_size: int, *,
     data = proto.SerializeToString()
     done = time.perf_counter()
     return PolicyExport(model=model, obs_size=obs_size, action_size=action_size, version=version,
-                        exploration=exploration, onnx_bytes=data, copy_seconds=copied - started,
-                        export_seconds=done - started)
+                        exploration=exploration, onnx_bytes=data, lock_wait_seconds=locked - started,
+                        copy_seconds=copied - locked, export_seconds=done - started)
 
 
 def _check_traced_shapes(module: nn.Module, dummy: torch.Tensor, model: str, action_size: int) -> None:

@@ -17,6 +17,12 @@ from support.trained import learn, make_agent
 from agents_bar_stream import AgentsBarError, ConfigurationError
 from agents_bar_stream.policy import LocalPolicy, PolicyError
 
+# policy_export silences torch's deprecation of its TorchScript exporter once, at import; pytest
+# restores the warning filters after collecting, so the tests say it again.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
 OBS_SIZE = 6
 CASES = [("dqn", 4), ("rainbow", 3), ("ddpg", 2), ("ppo", 2)]
 

@@ -21,6 +21,12 @@ from agents_bar_stream.server.policy_export import (
     policy_version,
 )
 
+# policy_export silences torch's deprecation of its TorchScript exporter once, at import; pytest
+# restores the warning filters after collecting, so the tests say it again.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
 OBS_SIZE = 5
 # Discrete models get 3 actions; PPO is tried with 1 and 3 dimensions (its std differs, see below).
 CASES = [("dqn", 3), ("rainbow", 3), ("ddpg", 3), ("ppo", 1), ("ppo", 3)]
@@ -176,7 +182,7 @@ def test_export_leaves_the_live_agent_alone(model):
     # The export owns copies: changing the agent now does not change what was exported.
     learn(agent, model, 128, seed=5)
     assert export_policy(agent, model, OBS_SIZE, 2).version != export.version
-    assert 0 <= export.copy_seconds <= export.export_seconds
+    assert 0 <= export.lock_wait_seconds and 0 <= export.copy_seconds <= export.export_seconds
 
 
 def test_a_mismatched_size_is_refused():
@@ -224,5 +230,9 @@ def test_export_while_a_learner_thread_steps():
     assert not errors
     for export in exports:
         onnx.checker.check_model(onnx.load_from_string(export.onnx_bytes))
-        assert export.copy_seconds < 0.5  # the lock is held for the copy only (ms; loose for a busy machine)
+        # The lock is held for the copy only (about a millisecond; loose for a busy machine). Waiting
+        # for it is another matter: threading.Lock is not fair, and a learner that takes it again at
+        # once can make a waiter wait (as act() does; AgentRuntime bounds that with a timeout).
+        assert export.copy_seconds < 0.5
+        assert export.export_seconds >= export.lock_wait_seconds + export.copy_seconds
     assert len({e.version for e in exports}) > 1, "the learner moved the weights between exports"
