@@ -36,7 +36,12 @@ _OUTPUT = "action"
 _DISCRETE_MODELS = frozenset({"dqn", "rainbow"})
 # What each model's exploration must be; a model file that says otherwise was not made by a
 # server this client knows, and acting on it with the wrong noise would be a silent bug.
-_EXPLORATION_KINDS = {"dqn": "epsilon_greedy", "rainbow": "epsilon_greedy", "ddpg": "gaussian", "ppo": "policy_gaussian"}
+_EXPLORATION_KINDS = {
+    "dqn": "epsilon_greedy",
+    "rainbow": "epsilon_greedy",
+    "ddpg": "gaussian",
+    "ppo": "policy_gaussian",
+}
 
 Observation = Any  # a list or tuple of numbers, or a numpy array of shape [obs_size]
 Action = Union[int, "list[float]"]
@@ -172,8 +177,10 @@ class LocalPolicy:
     def _check_metadata(meta: Mapping[str, str]) -> None:
         fmt = meta.get(_PREFIX + "format")
         if fmt not in SUPPORTED_FORMATS:
-            raise PolicyError(f"policy format {fmt!r} is not one this client reads ({', '.join(sorted(SUPPORTED_FORMATS))}); "
-                              "is it an agents_bar policy, and is the client up to date?")
+            raise PolicyError(
+                f"policy format {fmt!r} is not one this client reads ({', '.join(sorted(SUPPORTED_FORMATS))}); "
+                "is it an agents_bar policy, and is the client up to date?"
+            )
         model = meta.get(_PREFIX + "model")
         if model not in _EXPLORATION_KINDS:
             raise PolicyError(f"policy for unknown model {model!r}")
@@ -203,7 +210,9 @@ class LocalPolicy:
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, PolicyError):
                 raise
-            raise PolicyError(f"policy metadata agents_bar.exploration is incomplete: {type(exc).__name__} {exc}") from None
+            raise PolicyError(
+                f"policy metadata agents_bar.exploration is incomplete: {type(exc).__name__} {exc}"
+            ) from None
 
     @staticmethod
     def _check_graph(session: Any, model: str, obs_size: int, action_size: int, meta: Mapping[str, str]) -> None:
@@ -212,7 +221,9 @@ class LocalPolicy:
             raise PolicyError(f"the policy's inputs are {[i.name for i in inputs]}, expected ['obs']")
         (obs,) = inputs
         if obs.type != "tensor(float)" or len(obs.shape) != 2 or obs.shape[1] != obs_size:
-            raise PolicyError(f"the policy's input obs is {obs.type} {obs.shape}, expected tensor(float) [N, {obs_size}]")
+            raise PolicyError(
+                f"the policy's input obs is {obs.type} {obs.shape}, expected tensor(float) [N, {obs_size}]"
+            )
         if isinstance(obs.shape[0], int) and obs.shape[0] != 1:
             raise PolicyError(f"the policy's input obs has a fixed batch of {obs.shape[0]}")
         outputs = {o.name: o for o in session.get_outputs()}
@@ -312,7 +323,9 @@ class LocalPolicy:
             try:
                 size = len(obs)
             except TypeError:
-                raise PolicyError(f"an observation is a sequence of {self.obs_size} numbers, not {type(obs).__name__}") from None
+                raise PolicyError(
+                    f"an observation is a sequence of {self.obs_size} numbers, not {type(obs).__name__}"
+                ) from None
             if size != self.obs_size:
                 raise PolicyError(f"an observation must have {self.obs_size} values, not {size}")
         try:

@@ -79,7 +79,12 @@ def _act_rows(calls: int) -> list[dict]:
     from agents_bar_stream.server.policy_export import export_policy
 
     rows = []
-    cases = [("dqn", 4, 2, [64, 64]), ("rainbow", 4, 2, [100, 100]), ("ddpg", 8, 2, [64, 64]), ("ppo", 8, 2, [128, 128])]
+    cases = [
+        ("dqn", 4, 2, [64, 64]),
+        ("rainbow", 4, 2, [100, 100]),
+        ("ddpg", 8, 2, [64, 64]),
+        ("ppo", 8, 2, [128, 128]),
+    ]
     obs_batch = np.random.default_rng(0).uniform(-1, 1, size=(64, 8)).astype(np.float32)
     for model, obs_size, action_size, layers in cases:
         agent = make_agent(model, obs_size, action_size, hidden_layers=layers)
@@ -114,18 +119,54 @@ def main() -> int:
     dqn = next(r for r in act_rows if r["model"] == "dqn" and r["call"] == "act(list)")
     ok = dqn["p50_us"] <= ACT_TARGET_P50_US
 
-    md = ["# Policy export and LocalPolicy.act (issue 11)", "",
-          "## Export (median of %d; copy holds the agent's lock, total does not)" % repeats, "",
-          c.table(["size", "model", "obs→act", "policy weights", "ONNX bytes", "copy ms", "total ms"],
-                  [(r["size"], r["model"], f"{r['obs_size']}→{r['action_size']}", f"{r['policy_parameters']:,}",
-                    f"{r['onnx_bytes']:,}", f"{r['copy_ms']:.2f}", f"{r['total_ms']:.1f}") for r in export_rows]),
-          "", f"## LocalPolicy.act ({calls} calls; µs)", "",
-          c.table(["model", "layers", "call", "p50", "p90", "p99", "max"],
-                  [(r["model"], r["layers"], r["call"], c.fmt_us(r["p50_us"]), c.fmt_us(r["p90_us"]),
-                    c.fmt_us(r["p99_us"]), c.fmt_us(r["max_us"])) for r in act_rows]),
-          "", f"DQN 4→2 (64, 64) act p50 {c.fmt_us(dqn['p50_us'])} µs, target ≤ {ACT_TARGET_P50_US:.0f}: {c.verdict(ok)}"]
+    md = [
+        "# Policy export and LocalPolicy.act (issue 11)",
+        "",
+        "## Export (median of %d; copy holds the agent's lock, total does not)" % repeats,
+        "",
+        c.table(
+            ["size", "model", "obs→act", "policy weights", "ONNX bytes", "copy ms", "total ms"],
+            [
+                (
+                    r["size"],
+                    r["model"],
+                    f"{r['obs_size']}→{r['action_size']}",
+                    f"{r['policy_parameters']:,}",
+                    f"{r['onnx_bytes']:,}",
+                    f"{r['copy_ms']:.2f}",
+                    f"{r['total_ms']:.1f}",
+                )
+                for r in export_rows
+            ],
+        ),
+        "",
+        f"## LocalPolicy.act ({calls} calls; µs)",
+        "",
+        c.table(
+            ["model", "layers", "call", "p50", "p90", "p99", "max"],
+            [
+                (
+                    r["model"],
+                    r["layers"],
+                    r["call"],
+                    c.fmt_us(r["p50_us"]),
+                    c.fmt_us(r["p90_us"]),
+                    c.fmt_us(r["p99_us"]),
+                    c.fmt_us(r["max_us"]),
+                )
+                for r in act_rows
+            ],
+        ),
+        "",
+        f"DQN 4→2 (64, 64) act p50 {c.fmt_us(dqn['p50_us'])} µs, target ≤ {ACT_TARGET_P50_US:.0f}: {c.verdict(ok)}",
+    ]
     markdown = "\n".join(md)
-    c.save("bench_policy", {"export": export_rows, "act": act_rows, "act_target_p50_us": ACT_TARGET_P50_US}, markdown, args.quick)
+    c.save(
+        "bench_policy",
+        {"export": export_rows, "act": act_rows, "act_target_p50_us": ACT_TARGET_P50_US},
+        markdown,
+        args.quick,
+    )
     print(markdown)
     return 0
 

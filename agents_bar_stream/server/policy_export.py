@@ -73,9 +73,15 @@ _EXPORT_LOCK = threading.Lock()
 # torch >= 2.9 deprecates the TorchScript exporter on every call; it is the one that works without
 # onnxscript (see export_policy), so the warnings say nothing the server can act on. Filters set
 # once here rather than in warnings.catch_warnings(), which is not thread-safe.
-warnings.filterwarnings("ignore", category=DeprecationWarning, message=r"You are using the legacy TorchScript-based ONNX export")
-warnings.filterwarnings("ignore", category=DeprecationWarning, message=r"The feature will be removed\. Please remove usage of this function",
-                        module=r"torch\.onnx\..*")
+warnings.filterwarnings(
+    "ignore", category=DeprecationWarning, message=r"You are using the legacy TorchScript-based ONNX export"
+)
+warnings.filterwarnings(
+    "ignore",
+    category=DeprecationWarning,
+    message=r"The feature will be removed\. Please remove usage of this function",
+    module=r"torch\.onnx\..*",
+)
 
 
 class PolicyExportError(RuntimeError):
@@ -178,7 +184,9 @@ def _bounds(agent: Any) -> tuple[float, float]:
     space = agent.action_space
     low, high = space.low, space.high
     if not (isinstance(low, (int, float)) and isinstance(high, (int, float))):
-        raise PolicyExportError(f"only scalar action bounds are exported (the server's are -1, 1), not {low!r}, {high!r}")
+        raise PolicyExportError(
+            f"only scalar action bounds are exported (the server's are -1, 1), not {low!r}, {high!r}"
+        )
     return float(low), float(high)
 
 
@@ -198,7 +206,9 @@ def policy_module(agent: Any, model: str) -> nn.Module:
     elif model == "ppo":
         policy = agent.policy
         if type(policy).__name__ != "MultivariateGaussianPolicy" or getattr(agent, "num_workers", 1) != 1:
-            raise PolicyExportError("only PPO with MultivariateGaussianPolicy and one worker (the server's) is exported")
+            raise PolicyExportError(
+                "only PPO with MultivariateGaussianPolicy and one worker (the server's) is exported"
+            )
         module = _PPOPolicy(copy.deepcopy(agent.actor), int(agent.action_size), float(policy.std_min),
                             float(policy.std_max), *_bounds(agent))
     else:
@@ -239,12 +249,23 @@ def exploration_of(agent: Any, model: str) -> dict[str, Any]:
         mean, std = gaussian.mu.flatten(), gaussian.std.flatten()
         if not (bool((mean == mean[0]).all()) and bool((std == std[0]).all())):
             raise PolicyExportError("DDPG noise with per-dimension parameters is not exported")
-        return {"kind": "gaussian", "scale": float(gaussian.scale), "mean": float(mean[0]), "std": float(std[0]),
-                "clip": [low, high], "rule": "clip(action + noise * scale * Normal(mean, std), low, high) per dimension"}
+        return {
+            "kind": "gaussian",
+            "scale": float(gaussian.scale),
+            "mean": float(mean[0]),
+            "std": float(std[0]),
+            "clip": [low, high],
+            "rule": "clip(action + noise * scale * Normal(mean, std), low, high) per dimension",
+        }
     if model == "ppo":
-        return {"kind": "policy_gaussian", "std_output": PPO_STD_OUTPUT_NAME, "clip": [low, high],
-                "server_ignores_noise": True, "server_clips": False,
-                "rule": "noise 0: the mean; else clip(action + noise * action_std * Normal(0, 1), low, high) per dimension"}
+        return {
+            "kind": "policy_gaussian",
+            "std_output": PPO_STD_OUTPUT_NAME,
+            "clip": [low, high],
+            "server_ignores_noise": True,
+            "server_clips": False,
+            "rule": "noise 0: the mean; else clip(action + noise * action_std * Normal(0, 1), low, high) per dimension",
+        }
     raise PolicyExportError(f"no policy export for model {model!r}")
 
 
@@ -360,7 +381,9 @@ def _check_traced_shapes(module: nn.Module, dummy: torch.Tensor, model: str, act
         raise PolicyExportError(f"the {model} policy answers shape {tuple(first.shape)} for {tuple(dummy.shape)} "
                                 f"observations; expected {expected} (does action_size match the agent?)")
     if isinstance(out, tuple) and tuple(out[1].shape) != expected:
-        raise PolicyExportError(f"the {model} policy's {PPO_STD_OUTPUT_NAME} has shape {tuple(out[1].shape)}; expected {expected}")
+        raise PolicyExportError(
+            f"the {model} policy's {PPO_STD_OUTPUT_NAME} has shape {tuple(out[1].shape)}; expected {expected}"
+        )
     # An argmax of NaN is still an integer: look at the weights themselves.
     if not all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point()):
         raise PolicyExportError(f"the {model} policy's weights are not finite (diverged?)")
