@@ -579,11 +579,12 @@ class AgentRuntime:
             while len(known) > POLICY_VERSIONS_KEPT:
                 known.popitem(last=False)
 
-    def _copy_policy(self, *, with_exploration: bool = False) -> tuple[int, Any, dict[str, Any] | None, float, float]:
+    def _copy_policy(self, *, with_exploration: bool = False,
+                     timeout: float = ACT_LOCK_TIMEOUT) -> tuple[int, Any, dict[str, Any] | None, float, float]:
         """``(generation, policy module copy, exploration, lock wait, copy time)``; the lock only
-        for the copy (raises AgentBusy when a learning step holds it too long)."""
+        for the copy (raises AgentBusy when a learning step holds it longer than ``timeout``)."""
         started = time.perf_counter()
-        with self._busy_lock():
+        with self._busy_lock(timeout):
             locked = time.perf_counter()
             generation = self.weights_generation
             module = policy_module(self.agent, self.model)
@@ -591,16 +592,17 @@ class AgentRuntime:
             copied = time.perf_counter()
         return generation, module, exploration, locked - started, copied - locked
 
-    def current_policy_version(self) -> str:
+    def current_policy_version(self, timeout: float = ACT_LOCK_TIMEOUT) -> str:
         """The :func:`policy_export.policy_version` of the current weights, hashed once per generation.
 
-        Raises AgentBusy (a 503) and policy_export.PolicyExportError (a model it cannot export).
+        Raises AgentBusy (a learning step held the lock over ``timeout``) and
+        policy_export.PolicyExportError (a model it cannot export).
         """
         with self._version_lock:
             cached = self._current_version
         if cached is not None and cached[0] == self.weights_generation:
             return cached[1]
-        generation, module, _, _, _ = self._copy_policy()
+        generation, module, _, _, _ = self._copy_policy(timeout=timeout)
         version = policy_version(module)  # on the copy, outside the agent's lock
         self._remember_version(generation, version)
         return version
@@ -676,10 +678,10 @@ class AgentRuntime:
         return out
 
     @contextmanager
-    def _busy_lock(self) -> Iterator[None]:
+    def _busy_lock(self, timeout: float = ACT_LOCK_TIMEOUT) -> Iterator[None]:
         """The agent's lock for a request: the learner holds it through one learning step, which
         configs keep short; a request waits that long at most, then gets AgentBusy (a 503)."""
-        if not self.lock.acquire(timeout=ACT_LOCK_TIMEOUT):
+        if not self.lock.acquire(timeout=timeout):
             raise AgentBusy(f"the {self.model} agent is busy learning; try again")
         try:
             yield

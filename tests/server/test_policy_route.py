@@ -172,3 +172,17 @@ def test_steps_policy_version_is_logged_and_reported_as_lag(api, agent_name):
     # Every step of this DQN is a learning step: the k-th step after v1 was learned k-ish updates later.
     assert 0 <= lag["p50"] <= lag["p90"] <= lag["max"] <= 7, lag
     assert lag["max"] >= 1, lag
+
+
+def test_part1_only_server_has_no_policy(server_factory, user):
+    from support.api import Api, login
+
+    srv = server_factory(extra_args=["--part1-only"], name="part1")
+    api = Api(srv.url, login(srv.url, *user))
+    try:
+        api.create_agent("old", "dqn", obs_size=OBS_SIZE, **CONFIGS["dqn"])
+        assert api.get("/agents/old/policy").status_code == 404
+        doc = api.agent("old")
+        assert "policy_version" not in doc and "policy_lag" not in doc
+    finally:
+        api.cleanup()

@@ -44,6 +44,10 @@ logger = logging.getLogger(LOG_NAME)
 
 router = APIRouter(prefix=API_PREFIX)
 
+#: Seconds GET /agents/{name} waits for a learning step to hash new weights before answering
+#: policy_version null (the document is polled; it must not take as long as act may).
+AGENT_VERSION_LOCK_TIMEOUT = 0.25
+
 # Keys the published client puts in an agent's config that are not hyperparameters: taken out
 # before the hyperparameters are checked, and never stored (a password or a token in config would
 # be echoed by every GET /agents). description becomes the agent's description when the top-level
@@ -150,7 +154,7 @@ async def get_agent(request: Request, row: CurrentAgent, state: State) -> Respon
 def _policy_version(runtime: AgentRuntime) -> str | None:
     """The agent's current policy version; None when it cannot be had now (see docs/protocol.md)."""
     try:
-        return runtime.current_policy_version()
+        return runtime.current_policy_version(timeout=AGENT_VERSION_LOCK_TIMEOUT)
     except AgentBusy:
         return None  # a learning step holds the agent: GET /agents/{name} does not fail for that
     except PolicyExportError as exc:
