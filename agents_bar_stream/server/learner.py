@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import gc
 import io
-from collections import OrderedDict, deque
 import logging
 import math
 import os
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
