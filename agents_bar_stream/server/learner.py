@@ -444,6 +444,18 @@ def _check_fits(
                 )
 
 
+class _Flag:
+    """A hook that notes it was called (the policy optimizer stepped)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def __call__(self, *_args: Any) -> None:
+        self.value = True
+
+
 # -- one agent at run time -----------------------------------------------------------------------
 
 
@@ -475,7 +487,7 @@ class AgentRuntime:
         # changed: a learning step that stepped the policy's optimizer, a snapshot upload, a
         # divergence rollback. The policy version (a hash) is computed lazily, once per generation.
         self.weights_generation = 0
-        self._policy_stepped = False  # set by the policy optimizer's step hook during agent.step
+        self._policy_stepped = _Flag()  # set by the policy optimizer's step hook during agent.step
         self._watching = False  # whether that hook is in place (else every learning step bumps)
         self._version_lock = threading.Lock()  # guards the four fields below
         self._current_version: tuple[int, str] | None = None  # (generation, version) last computed
@@ -563,10 +575,9 @@ class AgentRuntime:
         register = getattr(optimizer, "register_step_post_hook", None)
         self._watching = register is not None
         if register is not None:
-            register(self._on_policy_step)
-
-    def _on_policy_step(self, *_args: Any) -> None:
-        self._policy_stepped = True
+            # A flag, not a bound method: the agent must hold no reference back to this runtime
+            # (a cycle would outlive a deleted agent, since Learners.get freezes the GC's objects).
+            register(self._policy_stepped)
 
     def _remember_version(self, generation: int, version: str) -> None:
         with self._version_lock:
@@ -760,11 +771,11 @@ class AgentRuntime:
         """Feed one logged step to the agent; whether it learned from it (a failure is counted and logged)."""
         try:
             with self.lock:
-                self._policy_stepped = False
+                self._policy_stepped.value = False
                 try:
                     self.agent.step(self._experience(step))
                 finally:
-                    if self._policy_stepped or not self._watching:
+                    if self._policy_stepped.value or not self._watching:
                         self.weights_generation += 1
         except Exception:
             # One step the agent chokes on must not stop learning from the rest (nor kill the thread).

@@ -116,3 +116,17 @@ def test_policy_lag(store, tmp_path):
     lag = runtime.policy_lag()
     assert lag["count"] == 9 and lag["unknown"] == 1
     assert lag["p50"] <= lag["p90"] <= lag["max"] <= 8 and lag["max"] >= 4, lag
+
+
+def test_the_step_hook_keeps_no_reference_to_the_runtime(store, tmp_path):
+    # Learners.get freezes the GC's objects: a reference cycle through the runtime would keep a
+    # deleted agent's networks in memory for good. Reference counting alone must free it.
+    import weakref
+
+    runtime = _runtime(store, tmp_path, warm_up=0)
+    store.append_batch(runtime.id, "p", 0, make_steps(0, 8))
+    runtime.learn_available()
+    runtime.policy_export()
+    ref = weakref.ref(runtime)
+    del runtime
+    assert ref() is None
