@@ -38,11 +38,13 @@ def _create(api, name: str, model: str, seed: int = 3) -> None:
 
 
 def _learned_all(api, name: str) -> dict:
-    """The agent's document once it has learned every step it received (its weights then rest)."""
+    """The agent's document once it has learned every step it received (its weights then rest).
+
+    Its policy_version is null while a learning step holds the agent: wait for one too."""
 
     def done():
         doc = api.agent(name)
-        return doc if doc["steps_learned"] == doc["steps_received"] else None
+        return doc if doc["steps_learned"] == doc["steps_received"] and doc["policy_version"] else None
 
     return wait_for(done, LEARN_TIMEOUT, message=f"{name} to learn every step")
 
