@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import requests
 from support.api import make_step, wait_for
 
 OBS_SIZE = 4
@@ -188,3 +189,26 @@ def test_part1_only_server_has_no_policy(server_factory, user):
         assert "policy_version" not in doc and "policy_lag" not in doc
     finally:
         api.cleanup()
+
+
+def test_concurrent_downloads_while_learning(api, agent_name):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _create(api, agent_name, "dqn")
+    assert api.send_steps(agent_name, "p", 0, _steps("dqn", 0, 400)).status_code == 200
+
+    def download(_):
+        # One connection per call: a requests.Session is not meant to be shared between threads.
+        resp = requests.get(f"{api.base_url}/api/v1/agents/{agent_name}/policy",
+                            headers={"Authorization": api.session.headers["Authorization"]}, timeout=60)
+        assert resp.status_code == 200, resp.text
+        meta = {p.key: p.value for p in onnx.load_from_string(resp.content).metadata_props}
+        # The ETag is the version of the bytes answered, whatever learning did meanwhile.
+        assert resp.headers["etag"] == f'"{meta["agents_bar.policy_version"]}"'
+        return meta["agents_bar.policy_version"]
+
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(download, range(12)))
+    assert all(len(v) == 24 for v in versions)
+    final = _learned_all(api, agent_name)["policy_version"]
+    assert _policy(api, agent_name).headers["etag"] == f'"{final}"'

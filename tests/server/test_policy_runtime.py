@@ -130,3 +130,22 @@ def test_the_step_hook_keeps_no_reference_to_the_runtime(store, tmp_path):
     ref = weakref.ref(runtime)
     del runtime
     assert ref() is None
+
+
+def test_export_runs_without_the_agents_lock(store, tmp_path, monkeypatch):
+    import agents_bar_stream.server.learner as learner
+
+    runtime = _runtime(store, tmp_path, warm_up=0)
+    real = learner.export_module
+    seen = []
+
+    def export(*args, **kwargs):
+        free = runtime.lock.acquire(blocking=False)  # a learner could step now
+        if free:
+            runtime.lock.release()
+        seen.append(free)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(learner, "export_module", export)
+    export_ = runtime.policy_export()
+    assert seen == [True] and export_.copy_seconds < 1.0
