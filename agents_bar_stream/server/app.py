@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from agents_bar_stream.server.api import agents, auth, snapshots, stream
+from agents_bar_stream.server.api import agents, auth, policy, snapshots, stream
 from agents_bar_stream.server.errors import install_error_handlers
 from agents_bar_stream.server.learner import DEFAULT_SAVE_INTERVAL
 from agents_bar_stream.server.limits import (
@@ -57,7 +57,7 @@ def create_app(
     ``users`` are ``(name, password)`` accounts created, or given that password, at once.
     Learner threads start with the application's lifespan and stop (saving weights) with it.
     With ``streaming=False`` the server speaks Part 1 only, as an old Agents Bar would: the
-    streaming endpoints answer 404, so clients can be tested against an old server.
+    streaming and policy endpoints answer 404, so clients can be tested against an old server.
     """
     state = open_state(
         Path(data_dir),
@@ -75,8 +75,12 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(agents.router)
     app.include_router(snapshots.router)
+    # Part 3's policy export goes with streaming: a Part 1 only server is an old Agents Bar, which
+    # answers GET /agents/{name}/policy with 404 and knows no policy_version.
+    app.state.serves_policy = streaming
     if streaming:
         app.include_router(stream.router)
+        app.include_router(policy.router)
     return app
 
 

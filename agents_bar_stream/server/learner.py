@@ -19,6 +19,7 @@ import math
 import os
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ from typing import Any, NoReturn
 import torch
 
 from agents_bar_stream.protocol import is_discrete
+from agents_bar_stream.server.policy_export import (
+    PolicyExport,
+    exploration_of,
+    export_module,
+    policy_module,
+    policy_version,
+)
 from agents_bar_stream.server.store import AgentRow, Store
 
 __all__ = [
@@ -77,6 +85,13 @@ LEARN_ERROR_LOG_INTERVAL = 60.0
 LEARN_CHUNK = 256
 #: Seconds between weight saves of an agent that has learned something since the last one.
 DEFAULT_SAVE_INTERVAL = 30.0
+#: Policy versions whose weights generation an agent remembers, for policy_lag (the latest ones).
+POLICY_VERSIONS_KEPT = 256
+#: Learnt steps that carried a policy_version over which policy_lag is reported (the latest ones).
+POLICY_LAG_WINDOW = 1000
+# The optimizer of the network that the exported policy reads (policy_export.policy_module): a
+# step of it is a change of the policy's weights. Critic and target updates are not.
+_POLICY_OPTIMIZER = {"dqn": "optimizer", "rainbow": "optimizer", "ddpg": "actor_optimizer", "ppo": "actor_opt"}
 _TORCH_ZIP_MAGIC = b"PK\x03\x04"
 # Integer buffers a network may carry (e.g. BatchNorm's num_batches_tracked); weights are floats.
 _INTEGER_DTYPES = frozenset({torch.int64, torch.int32})
@@ -429,6 +444,18 @@ def _check_fits(
                 )
 
 
+class _Flag:
+    """A hook that notes it was called (the policy optimizer stepped)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def __call__(self, *_args: Any) -> None:
+        self.value = True
+
+
 # -- one agent at run time -----------------------------------------------------------------------
 
 
@@ -456,7 +483,20 @@ class AgentRuntime:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The weights generation: bumped (under self.lock) whenever the policy's weights may have
+        # changed: a learning step that stepped the policy's optimizer, a snapshot upload, a
+        # divergence rollback. The policy version (a hash) is computed lazily, once per generation.
+        self.weights_generation = 0
+        self._policy_stepped = _Flag()  # set by the policy optimizer's step hook during agent.step
+        self._watching = False  # whether that hook is in place (else every learning step bumps)
+        self._version_lock = threading.Lock()  # guards the four fields below
+        self._current_version: tuple[int, str] | None = None  # (generation, version) last computed
+        self._version_generations: OrderedDict[str, int] = OrderedDict()  # version -> latest generation
+        self._lags: deque[int | None] = deque(maxlen=POLICY_LAG_WINDOW)  # None: the version was unknown
+        self._export: tuple[int, PolicyExport] | None = None  # the last export and its generation
+        self._export_lock = threading.Lock()  # one export at a time per agent: the next one finds it cached
         self._load_weights()
+        self._watch_policy()
 
     # weights
 
@@ -466,6 +506,7 @@ class AgentRuntime:
         try:
             saved = torch.load(self._weights_path, map_location="cpu", weights_only=True)
             self._set_network(saved["network"])
+            self.weights_generation += 1
             self.cursor = int(saved["cursor"])
             self._saved_cursor = self.cursor
         except Exception:
@@ -521,7 +562,107 @@ class AgentRuntime:
                 self._set_network(backup)
                 detail = f"encoded_network does not fit this agent: {exc}".splitlines()[0][:300]
                 raise NetworkFormatError(detail) from None
+            finally:
+                self.weights_generation += 1
         self._saved_cursor = -1  # force the next save
+
+    # the policy: its version, its export, how stale the acting policies were
+
+    def _watch_policy(self) -> None:
+        """Hook the policy optimizer's steps, so that a learning step that leaves the policy as it
+        was (warm-up, a critic-only update, PPO between rollouts) keeps the generation."""
+        optimizer = getattr(self.agent, _POLICY_OPTIMIZER.get(self.model, ""), None)
+        register = getattr(optimizer, "register_step_post_hook", None)
+        self._watching = register is not None
+        if register is not None:
+            # A flag, not a bound method: the agent must hold no reference back to this runtime
+            # (a cycle would outlive a deleted agent, since Learners.get freezes the GC's objects).
+            register(self._policy_stepped)
+
+    def _remember_version(self, generation: int, version: str) -> None:
+        with self._version_lock:
+            if self._current_version is None or generation >= self._current_version[0]:
+                self._current_version = (generation, version)
+            known = self._version_generations
+            if generation >= known.get(version, -1):
+                known[version] = generation
+                known.move_to_end(version)
+            while len(known) > POLICY_VERSIONS_KEPT:
+                known.popitem(last=False)
+
+    def _copy_policy(self, *, with_exploration: bool = False,
+                     timeout: float = ACT_LOCK_TIMEOUT) -> tuple[int, Any, dict[str, Any] | None, float, float]:
+        """``(generation, policy module copy, exploration, lock wait, copy time)``; the lock only
+        for the copy (raises AgentBusy when a learning step holds it longer than ``timeout``)."""
+        started = time.perf_counter()
+        with self._busy_lock(timeout):
+            locked = time.perf_counter()
+            generation = self.weights_generation
+            module = policy_module(self.agent, self.model)
+            exploration = exploration_of(self.agent, self.model) if with_exploration else None
+            copied = time.perf_counter()
+        return generation, module, exploration, locked - started, copied - locked
+
+    def current_policy_version(self, timeout: float = ACT_LOCK_TIMEOUT) -> str:
+        """The :func:`policy_export.policy_version` of the current weights, hashed once per generation.
+
+        Raises AgentBusy (a learning step held the lock over ``timeout``) and
+        policy_export.PolicyExportError (a model it cannot export).
+        """
+        with self._version_lock:
+            cached = self._current_version
+        if cached is not None and cached[0] == self.weights_generation:
+            return cached[1]
+        generation, module, _, _, _ = self._copy_policy(timeout=timeout)
+        version = policy_version(module)  # on the copy, outside the agent's lock
+        self._remember_version(generation, version)
+        return version
+
+    def policy_export(self) -> PolicyExport:
+        """The current policy as ONNX: exported once per version, from a copy, outside the agent's lock.
+
+        Raises AgentBusy and policy_export.PolicyExportError.
+        """
+        with self._export_lock:
+            cached = self._export
+            if cached is not None and cached[0] == self.weights_generation:
+                return cached[1]
+            generation, module, exploration, waited, copied = self._copy_policy(with_exploration=True)
+            version = policy_version(module)
+            self._remember_version(generation, version)
+            if cached is not None and cached[1].version == version:
+                export = cached[1]  # the weights moved and came back (or only the generation moved)
+            else:
+                assert exploration is not None
+                export = export_module(module, self.model, self.config["obs_size"], self.config["action_size"],
+                                       exploration, version=version, lock_wait_seconds=waited, copy_seconds=copied)
+            self._export = (generation, export)
+            return export
+
+    def _record_lag(self, version: str) -> None:
+        """Note how many policy updates behind the current one the policy that chose a step was."""
+        with self._version_lock:
+            generation = self._version_generations.get(version)
+            self._lags.append(None if generation is None else max(self.weights_generation - generation, 0))
+
+    def policy_lag(self) -> dict[str, Any]:
+        """Percentiles of the lag of the latest POLICY_LAG_WINDOW learnt steps that carried a version.
+
+        ``count`` is how many of them had a version this server knows (had computed), ``unknown``
+        how many did not (another server's, one from before a restart, or one forgotten since:
+        only the latest POLICY_VERSIONS_KEPT are remembered). p50, p90 and max are null without data.
+        """
+        with self._version_lock:
+            lags = list(self._lags)
+        known = sorted(lag for lag in lags if lag is not None)
+        out: dict[str, Any] = {"p50": None, "p90": None, "max": None, "count": len(known),
+                               "unknown": len(lags) - len(known), "window": POLICY_LAG_WINDOW}
+        if known:
+            # Nearest rank: the smallest lag with at least p% of the lags at or below it.
+            out["p50"] = known[max(math.ceil(0.5 * len(known)) - 1, 0)]
+            out["p90"] = known[max(math.ceil(0.9 * len(known)) - 1, 0)]
+            out["max"] = known[-1]
+        return out
 
     # acting
 
@@ -548,10 +689,10 @@ class AgentRuntime:
         return out
 
     @contextmanager
-    def _busy_lock(self) -> Iterator[None]:
+    def _busy_lock(self, timeout: float = ACT_LOCK_TIMEOUT) -> Iterator[None]:
         """The agent's lock for a request: the learner holds it through one learning step, which
         configs keep short; a request waits that long at most, then gets AgentBusy (a 503)."""
-        if not self.lock.acquire(timeout=ACT_LOCK_TIMEOUT):
+        if not self.lock.acquire(timeout=timeout):
             raise AgentBusy(f"the {self.model} agent is busy learning; try again")
         try:
             yield
@@ -597,14 +738,17 @@ class AgentRuntime:
         When a chunk leaves non-finite weights (a diverged update), they are put back as they
         were before it: an agent that answers ``act`` with NaN, or fails on it, helps no one.
         """
-        entries = self._store.read_log(self.id, self.cursor, max_steps)
+        entries = self._store.read_entries(self.id, self.cursor, max_steps)
         if not entries:
             return 0
         with self.lock:
             good = self._checkpoint()
-        for _producer, _seq, step in entries:
+        for entry in entries:
             if self._stop.is_set():
                 break
+            step = entry.step
+            if entry.policy_version is not None:
+                self._record_lag(entry.policy_version)
             failed = not self._learn_step(step)
             self.cursor += 1
             if failed or self._trained_rollout():
@@ -627,7 +771,12 @@ class AgentRuntime:
         """Feed one logged step to the agent; whether it learned from it (a failure is counted and logged)."""
         try:
             with self.lock:
-                self.agent.step(self._experience(step))
+                self._policy_stepped.value = False
+                try:
+                    self.agent.step(self._experience(step))
+                finally:
+                    if self._policy_stepped.value or not self._watching:
+                        self.weights_generation += 1
         except Exception:
             # One step the agent chokes on must not stop learning from the rest (nor kill the thread).
             self._learn_error("learning from log position %s failed", self.cursor)
@@ -653,6 +802,8 @@ class AgentRuntime:
                           "weights in a fresh agent (its replay buffer starts empty)", self.cursor)
         self.agent = build_agent(self.model, self.config)
         self._set_network(good)
+        self.weights_generation += 1
+        self._watch_policy()
 
     def _learn_error(self, message: str, *args: Any) -> None:
         """Count a learning failure; log it with its traceback, but at most once a minute per agent."""

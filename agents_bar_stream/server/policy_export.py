@@ -53,6 +53,7 @@ __all__ = [
     "PolicyExport",
     "PolicyExportError",
     "exploration_of",
+    "export_module",
     "export_policy",
     "policy_module",
     "policy_version",
@@ -322,8 +323,6 @@ def export_policy(agent: Any, model: str, obs_size: int, action_size: int, *,
     this module does not know, and when the exported graph's outputs do not have the shape the
     format promises.
     """
-    import onnx
-
     model = model.lower()
     started = time.perf_counter()
     with lock if lock is not None else nullcontext():
@@ -331,7 +330,26 @@ def export_policy(agent: Any, model: str, obs_size: int, action_size: int, *,
         module = policy_module(agent, model)
         exploration = exploration_of(agent, model)
         copied = time.perf_counter()
-    version = policy_version(module)
+    return export_module(module, model, obs_size, action_size, exploration, lock_wait_seconds=locked - started,
+                         copy_seconds=copied - locked, started=started)
+
+
+def export_module(module: nn.Module, model: str, obs_size: int, action_size: int, exploration: dict[str, Any], *,
+                  version: str | None = None, lock_wait_seconds: float = 0.0, copy_seconds: float = 0.0,
+                  started: float | None = None) -> PolicyExport:
+    """Export a :func:`policy_module` (a copy that nothing else uses) with its :func:`exploration_of`.
+
+    The slow half of :func:`export_policy`, for a caller that made the copy itself (the server
+    keeps one export per version: it copies and hashes first, and exports only a new version).
+    ``version`` is the module's :func:`policy_version` when the caller computed it already.
+    """
+    import onnx
+
+    model = model.lower()
+    if started is None:
+        started = time.perf_counter()
+    if version is None:
+        version = policy_version(module)
 
     dummy = torch.zeros((2, obs_size), dtype=torch.float32)
     outputs = [OUTPUT_NAME, PPO_STD_OUTPUT_NAME] if model == "ppo" else [OUTPUT_NAME]
@@ -367,8 +385,8 @@ def export_policy(agent: Any, model: str, obs_size: int, action_size: int, *,
     data = proto.SerializeToString()
     done = time.perf_counter()
     return PolicyExport(model=model, obs_size=obs_size, action_size=action_size, version=version,
-                        exploration=exploration, onnx_bytes=data, lock_wait_seconds=locked - started,
-                        copy_seconds=copied - locked, export_seconds=done - started)
+                        exploration=exploration, onnx_bytes=data, lock_wait_seconds=lock_wait_seconds,
+                        copy_seconds=copy_seconds, export_seconds=done - started)
 
 
 def _check_traced_shapes(module: nn.Module, dummy: torch.Tensor, model: str, action_size: int) -> None:

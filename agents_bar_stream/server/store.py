@@ -5,10 +5,14 @@ Tables::
     users      (name, password_hash)
     agents     (id, owner, name, model, description, config JSON, is_active, steps_received)
     producers  (agent_id, producer_id, acked_seq)         one row per streaming client queue
-    batches    (agent_id, log_start, producer_id, first_seq, count, data)
+    batches    (agent_id, log_start, producer_id, first_seq, count, data, policy_versions)
 
 ``batches`` is the accepted transition log of every agent: one row per accepted slice of a
-``POST /steps`` batch (or per legacy ``POST /step``), ``data`` being the orjson list of its steps.
+``POST /steps`` batch (or per legacy ``POST /step``), ``data`` being the orjson list of its steps
+(their five wire fields). ``policy_versions`` is NULL unless a step of the slice carried a
+``policy_version`` (issue 11); then it is the orjson list, parallel to ``data``, of each step's
+version or null. The column was added after the first release: :class:`Store` adds it to an
+older database when it opens it.
 ``log_start`` is the position of the first of them in the agent's log, so the log reads in order
 and the learner keeps a plain integer cursor into it. One row per batch rather than per step is
 what makes a 100k-step burst cheap: a few dozen inserts instead of 100k.
@@ -26,11 +30,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-__all__ = ["AgentExists", "AgentRow", "SequenceGap", "Store", "TooManyAgents"]
+__all__ = [
+    "MAX_POLICY_VERSION_LENGTH",
+    "AgentExists",
+    "AgentRow",
+    "LogEntry",
+    "SequenceGap",
+    "Store",
+    "TooManyAgents",
+    "step_policy_version",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +78,15 @@ CREATE TABLE IF NOT EXISTS batches (
     first_seq INTEGER,
     count INTEGER NOT NULL,
     data BLOB NOT NULL,
+    policy_versions BLOB,
     PRIMARY KEY (agent_id, log_start)
 ) WITHOUT ROWID;
 """
+
+# Added to ``batches`` after the first release; see _migrate().
+_BATCHES_POLICY_VERSIONS = "ALTER TABLE batches ADD COLUMN policy_versions BLOB"
+#: The longest ``policy_version`` a step may carry (longer or non-string values are ignored).
+MAX_POLICY_VERSION_LENGTH = 64
 
 # The five fields of a wire step; anything else a client sends is dropped before storing (the
 # protocol says servers ignore unknown fields), so the log cannot be bloated with junk.
@@ -101,6 +120,28 @@ class AgentRow:
     is_active: bool
     steps_received: int
     created_at: float
+
+
+class LogEntry(NamedTuple):
+    """One step of an agent's log."""
+
+    producer_id: str | None
+    seq: int | None
+    step: Any
+    #: The ``policy_version`` the step carried (the policy that chose its action), or None.
+    policy_version: str | None
+
+
+def step_policy_version(step: Any) -> str | None:
+    """The step's ``policy_version`` if it carries a usable one (a string of 1 to 64 characters).
+
+    Anything else is ignored like every unknown step field: a client that sends a malformed
+    version loses the staleness report for that step, never the step.
+    """
+    value = step.get("policy_version") if isinstance(step, dict) else None
+    if isinstance(value, str) and 0 < len(value) <= MAX_POLICY_VERSION_LENGTH:
+        return value
+    return None
 
 
 _AGENT_COLUMNS = "id, owner, name, model, description, config, is_active, steps_received, created_at"
@@ -145,6 +186,7 @@ class Store:
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.executescript(_SCHEMA)
+        self._migrate()
         # SQLite's automatic checkpoint runs inside whichever commit crosses 1000 WAL pages: with
         # MB-sized batches every second or third POST /steps paid ~200 ms for it. A background
         # thread checkpoints instead (PASSIVE: it never waits for, nor blocks, the writer).
@@ -152,6 +194,17 @@ class Store:
         self._checkpoint_stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="agents-bar-checkpoint", daemon=True)
         self._checkpointer.start()
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older server up to this schema (idempotent)."""
+
+        def tx(conn: sqlite3.Connection) -> None:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+            if "policy_versions" not in columns:
+                # A new nullable column: SQLite only edits the schema, existing rows read NULL.
+                conn.execute(_BATCHES_POLICY_VERSIONS)
+
+        self._write(tx)
 
     def _checkpoint_loop(self, interval: float = 0.5) -> None:
         conn = self._connect()
@@ -367,13 +420,18 @@ class Store:
         log_start = row[0]
         # Steps were validated, so each has the five fields; only one with extra fields (which the
         # protocol says to ignore) needs rebuilding, and re-encoding the list as it is costs far less.
+        versions = None
         if all(len(s) == len(_STEP_FIELDS) for s in steps):
             data = orjson.dumps(steps)
         else:
             data = orjson.dumps([{k: s[k] for k in _STEP_FIELDS} for s in steps])
+            found = [step_policy_version(s) for s in steps]
+            if any(v is not None for v in found):
+                versions = orjson.dumps(found)
         conn.execute(
-            "INSERT INTO batches (agent_id, log_start, producer_id, first_seq, count, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (agent_id, log_start, producer_id, first_seq, len(steps), data),
+            "INSERT INTO batches (agent_id, log_start, producer_id, first_seq, count, data, policy_versions) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (agent_id, log_start, producer_id, first_seq, len(steps), data, versions),
         )
         conn.execute("UPDATE agents SET steps_received = ? WHERE id = ?", (log_start + len(steps), agent_id))
         return log_start
@@ -384,6 +442,10 @@ class Store:
         ``seq`` (and ``producer_id``) are ``None`` for steps that came through the legacy
         ``POST /step``. Runs in one read transaction, so it sees a consistent log.
         """
+        return [(e.producer_id, e.seq, e.step) for e in self.read_entries(agent_id, start, limit)]
+
+    def read_entries(self, agent_id: int, start: int, limit: int) -> list[LogEntry]:
+        """:meth:`read_log` with each step's ``policy_version`` (None when it carried none)."""
         if limit <= 0:
             return []
         end = start + limit
@@ -394,20 +456,21 @@ class Store:
                 "SELECT MAX(log_start) FROM batches WHERE agent_id = ? AND log_start <= ?", (agent_id, start)
             ).fetchone()[0]
             rows = conn.execute(
-                "SELECT log_start, producer_id, first_seq, count, data FROM batches "
+                "SELECT log_start, producer_id, first_seq, count, data, policy_versions FROM batches "
                 "WHERE agent_id = ? AND log_start >= ? AND log_start < ? ORDER BY log_start",
                 (agent_id, first if first is not None else start, end),
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        out: list[tuple[str | None, int | None, Any]] = []
-        for log_start, producer_id, first_seq, count, data in rows:
+        out: list[LogEntry] = []
+        for log_start, producer_id, first_seq, count, data, versions_data in rows:
             lo = max(start - log_start, 0)
             hi = min(end - log_start, count)
             if lo >= hi:
                 continue
             steps = orjson.loads(data)
+            versions = orjson.loads(versions_data) if versions_data is not None else [None] * count
             for i in range(lo, hi):
                 seq = None if first_seq is None else first_seq + i
-                out.append((producer_id, seq, steps[i]))
+                out.append(LogEntry(producer_id, seq, steps[i], versions[i]))
         return out

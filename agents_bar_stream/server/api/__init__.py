@@ -6,6 +6,8 @@
 - ``snapshots``: ``GET`` and ``POST /snapshots/{name}``.
 - ``stream``: Part 2 of the protocol (``/stream/info``, ``POST /agents/{name}/steps``, producers);
   included only when the server streams.
+- ``policy``: Part 3's ``GET /agents/{name}/policy`` (the ONNX policy, ETag/304); included only
+  when the server streams, like ``stream``.
 
 ``deps`` holds what routes depend on (the state, the current user, the current agent) and
 ``inputs`` the readers of request bodies and query parameters.

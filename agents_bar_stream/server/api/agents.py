@@ -26,15 +26,27 @@ from agents_bar_stream.protocol import (
 from agents_bar_stream.server.api.deps import CurrentAgent, CurrentUser, State, agent_runtime
 from agents_bar_stream.server.api.inputs import check_obs, int_query, parse_json, read_body
 from agents_bar_stream.server.errors import LOG_NAME, HTTPProblem, json_response
-from agents_bar_stream.server.learner import AgentFailure, ConfigError, Learners, validate_config
+from agents_bar_stream.server.learner import (
+    AgentBusy,
+    AgentFailure,
+    AgentRuntime,
+    ConfigError,
+    Learners,
+    validate_config,
+)
 from agents_bar_stream.server.limits import MAX_AGENTS_PER_USER, MAX_LOG_PAGE, MAX_SMALL_BODY
-from agents_bar_stream.server.store import AgentExists, AgentRow, TooManyAgents
+from agents_bar_stream.server.policy_export import PolicyExportError
+from agents_bar_stream.server.store import AgentExists, AgentRow, LogEntry, TooManyAgents
 
 __all__ = ["router"]
 
 logger = logging.getLogger(LOG_NAME)
 
 router = APIRouter(prefix=API_PREFIX)
+
+#: Seconds GET /agents/{name} waits for a learning step to hash new weights before answering
+#: policy_version null (the document is polled; it must not take as long as act may).
+AGENT_VERSION_LOCK_TIMEOUT = 0.25
 
 # Keys the published client puts in an agent's config that are not hyperparameters: taken out
 # before the hyperparameters are checked, and never stored (a password or a token in config would
@@ -129,8 +141,25 @@ def _new_agent(doc: Any) -> tuple[str, str, str | None, dict[str, Any], bool]:
 
 
 @router.get("/agents/{name}")
-async def get_agent(row: CurrentAgent, state: State) -> Response:
-    return json_response(_agent_json(row, state.learners))
+async def get_agent(request: Request, row: CurrentAgent, state: State) -> Response:
+    doc = _agent_json(row, state.learners)
+    if not getattr(request.app.state, "serves_policy", False):
+        return json_response(doc)
+    runtime = state.learners.peek(row.id)
+    doc["policy_version"] = await run_in_threadpool(_policy_version, runtime) if runtime is not None else None
+    doc["policy_lag"] = runtime.policy_lag() if runtime is not None else None
+    return json_response(doc)
+
+
+def _policy_version(runtime: AgentRuntime) -> str | None:
+    """The agent's current policy version; None when it cannot be had now (see docs/protocol.md)."""
+    try:
+        return runtime.current_policy_version(timeout=AGENT_VERSION_LOCK_TIMEOUT)
+    except AgentBusy:
+        return None  # a learning step holds the agent: GET /agents/{name} does not fail for that
+    except PolicyExportError as exc:
+        logger.warning("agent %s: no policy version: %s", runtime.id, exc)
+        return None
 
 
 @router.delete("/agents/{name}")
@@ -195,11 +224,18 @@ async def get_steps(request: Request, row: CurrentAgent, state: State) -> Respon
     limit = int_query(request, "limit", 1000, 1, MAX_LOG_PAGE)
 
     def page() -> bytes:
-        entries = state.store.read_log(row.id, start, limit)
+        entries = state.store.read_entries(row.id, start, limit)
         total = state.store.steps_received(row.id)
         end = start + len(entries)
         nxt = end if end < total else None
-        steps = [{"producer_id": p, "seq": q, "step": s} for p, q, s in entries]
+        steps = [_log_entry(e) for e in entries]
         return orjson.dumps({"steps": steps, "next": nxt})
 
     return Response(await run_in_threadpool(page), media_type="application/json")
+
+
+def _log_entry(entry: LogEntry) -> dict[str, Any]:
+    out = {"producer_id": entry.producer_id, "seq": entry.seq, "step": entry.step}
+    if entry.policy_version is not None:
+        out["policy_version"] = entry.policy_version
+    return out
