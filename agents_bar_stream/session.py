@@ -152,11 +152,13 @@ class Session:
         timeout: tuple | None = None,
         auth: bool = True,
         deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
         """One authenticated request; logs in again once on ``401`` when it can. Returns any status.
 
         With ``deadline`` (a ``time.monotonic()`` value) the whole call, logins included, ends by
         then: each part gets only the time left, and :class:`ServiceUnavailableError` says when none is.
+        ``headers``: extra request headers (a conditional GET's ``If-None-Match``).
         Raises :class:`ClosedError` after :meth:`close`.
         """
         if self.closed:
@@ -164,10 +166,10 @@ class Session:
         transport = self.transport
         connect = transport.timeouts.connect
         if not auth:
-            return transport.request(method, path, body=body, params=params,
+            return transport.request(method, path, body=body, params=params, headers=headers,
                                      timeout=bounded(timeout, deadline, connect))
         token = self.token(timeout, deadline)
-        response = transport.request(method, path, body=body, params=params, token=token,
+        response = transport.request(method, path, body=body, params=params, token=token, headers=headers,
                                      timeout=bounded(timeout, deadline, connect))
         if response.status == 401 and self.can_login:
             with self._auth(deadline):
