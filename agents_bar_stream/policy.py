@@ -528,14 +528,22 @@ class PolicySource:
                             self.agent_name, self.last_error)
             return False
         response.raise_for_status()
-        etag = response.headers.get("ETag")
+        return self.load(response.content, response.headers.get("ETag"))
+
+    def load(self, data: bytes, etag: Optional[str] = None) -> bool:
+        """Check ``data`` (a model's bytes, as ``GET .../policy`` answers them) and put it in use.
+
+        True when it is a new version; False when it is the version in use, or refused (a WARNING
+        once per version; the previous model stays in use).
+        """
+        size = len(data)
         try:
-            policy = LocalPolicy.from_bytes(response.content, **self._expected())
+            policy = LocalPolicy.from_bytes(data, **self._expected())
             version = check_version(policy.version or _etag_version(etag) or "")
             if version is None:
                 raise PolicyError(f"the policy's version {policy.version!r} (ETag {etag!r}) is not a usable version")
         except PolicyError as exc:
-            key = _etag_version(etag) or f"{len(response.content)} bytes"
+            key = _etag_version(etag) or f"{size} bytes"
             self.last_error = f"policy {key} refused: {exc}"
             if key not in self._refused:
                 self._refused.add(key)
