@@ -69,6 +69,12 @@ ActionType = int | list[int | float]
 POLICY_MODES = ("remote", "local", "auto")
 
 
+def _row_size(row: Any) -> int | None:
+    if isinstance(row, (list, tuple)) or getattr(row, "ndim", 0) == 1:
+        return len(row)
+    return None
+
+
 def _is_batch(obs: Any) -> bool:
     """Whether ``obs`` is a batch of observations (2-D: an array of ndim 2, or a list of rows)."""
     ndim = getattr(obs, "ndim", None)
@@ -628,6 +634,9 @@ class RemoteAgent:
         A batch of observations (``[N, obs_size]``: a list of lists or a 2-D array) gives a list of N
         actions: one network run locally; N requests one after the other remotely, all within the
         one deadline (the rows left when it passes get the local policy's or the fallback's actions).
+        Remotely a batch needs the agent's observation size known (``create_agent``, ``sync()``, the
+        ``obs_size`` keyword): without it, or when the rows are not that size, a 2-D input is taken
+        as one observation that was not flattened, and refused with ConfigurationError.
         """
         self._check_open()
         if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise <= 1:
@@ -652,21 +661,28 @@ class RemoteAgent:
             return self._act_local(policy, obs, noise, batch)
         if mode == "auto" and (self._policy_obj is None or self._policy_obj.forked):
             self._policy_source()
+        if batch:
+            # Remotely, a 2-D input is a batch only when its rows have the agent's known observation
+            # size: else it is one observation that was not flattened, and the single path says so.
+            size = self._obs_size
+            rows = list(obs)
+            batch = size is not None and all(_row_size(row) == size for row in rows)
         if not batch:
             return self._act_remote(obs, noise, deadline, budget)
-        rows = list(obs)
+        bodies = [self._encode_obs(row) for row in rows]  # every row checked before the first request
         actions: list[Any] = []
-        for i, row in enumerate(rows):
+        for i, body in enumerate(bodies):
             try:
-                actions.append(self._remote_action(row, noise, deadline))
+                actions.append(self._remote_action(body, noise, deadline))
             except ServiceUnavailableError as exc:
                 return actions + self._instead(rows[i:], noise, True, budget, exc)
         self._step_version = None
         return actions
 
     def _act_remote(self, obs: Any, noise: float, deadline: float, budget: float) -> Any:
+        body = self._encode_obs(obs)
         try:
-            action = self._remote_action(obs, noise, deadline)
+            action = self._remote_action(body, noise, deadline)
         except ServiceUnavailableError as exc:
             return self._instead(obs, noise, False, budget, exc)
         self._step_version = None
@@ -694,10 +710,9 @@ class RemoteAgent:
             return [self.fallback(row) for row in obs]
         return self.fallback(obs)
 
-    def _remote_action(self, obs: Any, noise: float, deadline: float) -> ActionType:
-        """One POST /act (retried within the deadline); raises ServiceUnavailableError with the cause
-        of the last real failure when no answer came."""
-        body = self._encode_obs(obs)
+    def _remote_action(self, body: bytes, noise: float, deadline: float) -> ActionType:
+        """One POST /act of an encoded observation (retried within the deadline); raises
+        ServiceUnavailableError with the cause of the last real failure when no answer came."""
         params = {"noise": noise}
         path = self._path("/act")
         last: list[ServiceUnavailableError | None] = [None]  # the last real failure, for the error's cause

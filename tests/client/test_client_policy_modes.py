@@ -408,3 +408,13 @@ def test_a_forked_child_does_not_inherit_the_refresh_thread(make, policy_server,
     os.waitpid(pid, 0)
     assert answer == b"1"
     assert not parent_source.forked and parent_source.running
+
+
+def test_a_malformed_batch_fails_before_the_network(make, policy_server, agent_name):
+    agent = make("remote")
+    before = agent.stats["act_remote"]
+    with pytest.raises(ConfigurationError, match="shape"):
+        agent.act([[0.1] * OBS_SIZE, [0.1] * (OBS_SIZE - 1)])
+    with pytest.raises(ConfigurationError, match="shape"):
+        agent.act([[0.1, 0.2], [0.3, 0.4]])
+    assert agent.stats["act_remote"] == before
