@@ -52,8 +52,10 @@ from agents_bar_stream.session import DeadlinePassed, Session
 from agents_bar_stream.transport import Response
 
 if TYPE_CHECKING:  # pragma: no cover
-    # A layer below, imported at run time only when a queue is opened: `import agents_bar_stream`
-    # does not load the storage (diskcache, SQLite) for a program that only calls act().
+    # Layers below, imported at run time only when used: `import agents_bar_stream` does not load
+    # the storage (diskcache, SQLite) for a program that only calls act(), nor the policy's
+    # onnxruntime for one that acts remotely.
+    from agents_bar_stream.policy import LocalPolicy, PolicySource
     from agents_bar_stream.stream import Stream
 
 __all__ = ["Client", "EncodedAgentState", "RemoteAgent", "wait_until_agent_exists", "wait_until_agent_is_active"]
@@ -61,6 +63,27 @@ __all__ = ["Client", "EncodedAgentState", "RemoteAgent", "wait_until_agent_exist
 logger = logging.getLogger(__name__)
 
 ActionType = int | list[int | float]
+
+#: Where act() gets its answer: the server, the agent's exported policy run here, or the server with
+#: the local policy instead of the fallback when the server does not answer in time.
+POLICY_MODES = ("remote", "local", "auto")
+
+
+def _row_size(row: Any) -> int | None:
+    if isinstance(row, (list, tuple)) or getattr(row, "ndim", 0) == 1:
+        return len(row)
+    return None
+
+
+def _is_batch(obs: Any) -> bool:
+    """Whether ``obs`` is a batch of observations (2-D: an array of ndim 2, or a list of rows)."""
+    ndim = getattr(obs, "ndim", None)
+    if ndim is not None:
+        return bool(ndim == 2)
+    if isinstance(obs, (list, tuple)) and obs:
+        first = obs[0]
+        return isinstance(first, (list, tuple)) or getattr(first, "ndim", 0) == 1
+    return False
 
 
 @dataclasses.dataclass
@@ -239,6 +262,11 @@ class RemoteAgent:
         description: the agent's description, sent by ``create_agent`` (not a hyperparameter).
         obs_size, action_size, agent_model: known sizes and model (else read from the server).
         access_token, username, password: build a Client for this agent when ``client`` is None.
+        policy: where ``act`` gets its action: ``"remote"`` (default: the server), ``"local"`` (the
+            agent's exported policy run here with ONNX Runtime, kept fresh in the background) or
+            ``"auto"`` (the server; the local policy answers when the server does not in time).
+            ``"local"`` and ``"auto"`` need the ``local`` extra (numpy, onnxruntime).
+        policy_refresh: seconds between two checks for a new policy (conditional GETs; default 5).
         Any other keyword is an agent hyperparameter sent with ``create_agent`` (numbers, strings or
         bools), as with the published client.
     """
@@ -246,7 +274,7 @@ class RemoteAgent:
     def __init__(self, client: Client | None, agent_name: str, *, act_timeout: float = cfg.DEFAULT_ACT_TIMEOUT,
                  fallback: Callable[[Any], ActionType] | None = None, description: str | None = None,
                  config: Mapping[str, Any] | None = None, stream: cfg.StreamOptions | None = None,
-                 **kwargs: Any) -> None:
+                 policy: str = "remote", policy_refresh: float = 5.0, **kwargs: Any) -> None:
         if not is_valid_agent_name(agent_name):
             # The name goes into URLs and the default queue directory's name: refuse what could
             # be read as a path or a query there, as the server does.
@@ -267,6 +295,24 @@ class RemoteAgent:
         if fallback is not None and not callable(fallback):
             raise ConfigurationError("fallback must be a callable taking obs and returning an action")
         self.fallback = fallback
+        if policy not in POLICY_MODES:
+            raise ConfigurationError(f"policy must be one of {', '.join(map(repr, POLICY_MODES))}, got {policy!r}")
+        if (isinstance(policy_refresh, bool) or not isinstance(policy_refresh, (int, float))
+                or not 0 < policy_refresh < float("inf")):
+            raise ConfigurationError(f"policy_refresh must be a number of seconds > 0, got {policy_refresh!r}")
+        if policy != "remote":
+            import importlib.util  # noqa: PLC0415
+
+            missing = [m for m in ("numpy", "onnxruntime") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ConfigurationError(f"policy={policy!r} runs the agent's policy here and needs "
+                                         f"{' and '.join(missing)}: pip install 'agents-bar-stream[local]'")
+        self.policy_mode: str = policy
+        self.policy_refresh = float(policy_refresh)
+        self._policy_obj: PolicySource | None = None
+        # The version of the local policy that chose the last action (None after a remote one): the
+        # next step() carries it. One act() per step() is assumed, as in every control loop.
+        self._step_version: str | None = None
         self._description = description
         if description is not None and not isinstance(description, str):
             raise ConfigurationError(f"description must be a string or None, got {type(description).__name__}")
@@ -299,7 +345,7 @@ class RemoteAgent:
         self._discrete: bool | None = None
         self._sizes_confirmed = False  # the sizes above are the agent's own (create_agent, sync), not a guess
         self.loss: dict[str, float] = {}
-        self._act_stats = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0}
+        self._act_stats = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0, "act_local": 0, "act_remote": 0}
         self._stream_obj: Stream | None = None
         self._left_at_close = 0
         self._stream_lock = threading.Lock()
@@ -456,6 +502,7 @@ class RemoteAgent:
             # Steps queued earlier may be waiting out a backoff after 404s: try them now.
             self._stream_obj.learn_shapes(obs_size, action_size, self.discrete)
             self._stream_obj.wake()
+        self._policy_changed()
         return created
 
     def remove(self, *, agent_name: str, quite: bool = True) -> bool:
@@ -567,51 +614,129 @@ class RemoteAgent:
         if not isinstance(state, EncodedAgentState):
             raise ConfigurationError(f"state must be an EncodedAgentState, got {type(state).__name__}")
         self._call("POST", f"/snapshots/{self.agent_name}", dataclasses.asdict(state))
+        self._policy_changed()
         return True
 
     # --- act: synchronous, bounded ------------------------------------------------------------------
 
-    def act(self, obs: Any, noise: float = 0.0, *, timeout: float | None = None) -> ActionType:
+    def act(self, obs: Any, noise: float = 0.0, *, timeout: float | None = None) -> Any:
         """The agent's action for ``obs`` (an int for discrete models, else a list of numbers).
 
         Bounded by ``timeout`` (default: the agent's ``act_timeout``) across all retries. Connection
         failures, 429 and 502/503/504 are retried inside that deadline. When it passes, the
         ``fallback``'s action is returned if there is one, else :class:`ServiceUnavailableError` is raised.
+
+        With ``policy="local"`` the agent's exported policy answers here (the first call waits for
+        the first model within the deadline, then falls back as above); with ``policy="auto"`` the
+        server answers, and the local policy does when the server is down, busy or late (the
+        ``fallback`` only when no model was fetched yet).
+
+        A batch of observations (``[N, obs_size]``: a list of lists or a 2-D array) gives a list of N
+        actions: one network run locally; N requests one after the other remotely, all within the
+        one deadline (the rows left when it passes get the local policy's or the fallback's actions).
+        Remotely a batch needs the agent's observation size known (``create_agent``, ``sync()``, the
+        ``obs_size`` keyword): without it, or when the rows are not that size, a 2-D input is taken
+        as one observation that was not flattened, and refused with ConfigurationError.
         """
         self._check_open()
         if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise <= 1:
             raise ConfigurationError(f"noise must be a number in [0, 1], got {noise!r}")
         noise = float(noise)
         budget = self.act_timeout if timeout is None else _check_number("timeout", timeout)
-        body = self._encode_obs(obs)
         deadline = time.monotonic() + budget
         self._act_stats["act_calls"] += 1
+        batch = _is_batch(obs)
+        mode = self.policy_mode
+        if mode == "local":
+            source = self._policy_obj
+            if source is None or source.forked:
+                source = self._policy_source()
+            policy = source.policy
+            if policy is None:
+                policy = source.wait(deadline)
+                if policy is None:
+                    cause = ServiceUnavailableError(
+                        f"no policy model within {budget:g} s ({source.last_error or 'none fetched yet'})")
+                    return self._instead(obs, noise, batch, budget, cause)
+            return self._act_local(policy, obs, noise, batch)
+        if mode == "auto" and (self._policy_obj is None or self._policy_obj.forked):
+            self._policy_source()
+        if batch:
+            # Remotely, a 2-D input is a batch only when its rows have the agent's known observation
+            # size: else it is one observation that was not flattened, and the single path says so.
+            size = self._obs_size
+            rows = list(obs)
+            batch = size is not None and all(_row_size(row) == size for row in rows)
+        if not batch:
+            return self._act_remote(obs, noise, deadline, budget)
+        bodies = [self._encode_obs(row) for row in rows]  # every row checked before the first request
+        actions: list[Any] = []
+        for i, body in enumerate(bodies):
+            try:
+                actions.append(self._remote_action(body, noise, deadline))
+            except ServiceUnavailableError as exc:
+                return actions + self._instead(rows[i:], noise, True, budget, exc)
+        self._step_version = None
+        return actions
+
+    def _act_remote(self, obs: Any, noise: float, deadline: float, budget: float) -> Any:
+        body = self._encode_obs(obs)
+        try:
+            action = self._remote_action(body, noise, deadline)
+        except ServiceUnavailableError as exc:
+            return self._instead(obs, noise, False, budget, exc)
+        self._step_version = None
+        return action
+
+    def _act_local(self, policy: LocalPolicy, obs: Any, noise: float, batch: bool) -> Any:
+        action = policy.act_batch(obs, noise) if batch else policy.act(obs, noise)
+        self._act_stats["act_local"] += 1
+        self._step_version = policy.version or None
+        return action
+
+    def _instead(self, obs: Any, noise: float, batch: bool, budget: float, cause: ServiceUnavailableError) -> Any:
+        """The answer when the server (or, in local mode, the first model) did not come in time:
+        the local policy in auto mode when there is one, else the fallback, else the error."""
+        source = self._policy_obj
+        if self.policy_mode == "auto" and source is not None and source.policy is not None:
+            logger.debug("act() answered by the local policy: %s", cause)
+            return self._act_local(source.policy, obs, noise, batch)
+        if self.fallback is None:
+            raise ServiceUnavailableError(f"act() got no answer within {budget:g} s; last failure: {cause}") from cause
+        self._act_stats["act_fallbacks"] += 1
+        self._step_version = None
+        logger.warning("act() fell back to the local policy: %s", cause)
+        if batch:
+            return [self.fallback(row) for row in obs]
+        return self.fallback(obs)
+
+    def _remote_action(self, body: bytes, noise: float, deadline: float) -> ActionType:
+        """One POST /act of an encoded observation (retried within the deadline); raises
+        ServiceUnavailableError with the cause of the last real failure when no answer came."""
         params = {"noise": noise}
         path = self._path("/act")
         last: list[ServiceUnavailableError | None] = [None]  # the last real failure, for the error's cause
+        # In auto mode with a model at hand, a failure is answered locally at once: no retries.
+        source = self._policy_obj
+        retry = not (self.policy_mode == "auto" and source is not None and source.policy is not None)
         try:
             # The first attempt runs outside tenacity: the common case pays nothing for the retry machinery.
             try:
                 response = self._act_once(path, body, params, deadline, last)
             except ServiceUnavailableError as exc:
-                if not _act_retryable(exc) or time.monotonic() >= deadline:
+                if not retry or not _act_retryable(exc) or time.monotonic() >= deadline:
                     raise
                 response = self._act_retrying(path, body, params, deadline, exc, last)
         except ServiceUnavailableError as exc:
             # The attempt that ends a deadline usually finds no time left at all; what the caller
             # needs to read is why the attempts before it failed ("connection refused", a 503).
-            cause = last[0] or exc
-            if self.fallback is None:
-                raise ServiceUnavailableError(
-                    f"act() got no answer within {budget:g} s; last failure: {cause}") from cause
-            self._act_stats["act_fallbacks"] += 1
-            logger.warning("act() fell back to the local policy: %s", cause)
-            return self.fallback(obs)
+            raise (last[0] or exc) from None
         answer = response.json()
         action = answer.get("action") if isinstance(answer, dict) else None
         if type(action) is not list or not action or not all(type(a) in (int, float) for a in action):
             raise APIError(response.status, f"the act answer has no action list: {response.content[:120]!r}",
                            method="POST", path=path)
+        self._act_stats["act_remote"] += 1
         discrete = self._discrete
         if discrete is None:
             if self._agent_model is not None:
@@ -623,6 +748,61 @@ class RemoteAgent:
         if discrete:
             return int(action[0])
         return action
+
+    # --- the local policy (policy="local" | "auto") -------------------------------------------------
+
+    def _policy_source(self) -> PolicySource:
+        """This process's policy source, built and started on first use (a forked child builds its own)."""
+        with self._stream_lock:
+            source = self._policy_obj
+            if source is None or source.forked:
+                self._check_open()
+                from agents_bar_stream.policy import PolicySource  # noqa: PLC0415 (keeps import light)
+
+                source = PolicySource(self._session, self.agent_name, interval=self.policy_refresh,
+                                      expected=self._expected_policy)
+                self._policy_obj = source
+        source.start()
+        return source
+
+    def _expected_policy(self) -> dict[str, Any]:
+        """What a policy model must be for this agent, as far as its sizes are known."""
+        if not self._sizes_confirmed:
+            return {}
+        return {"expected_obs_size": self._obs_size, "expected_action_size": self._action_size,
+                "expected_model": self._agent_model}
+
+    def _policy_changed(self) -> None:
+        """The agent's state changed on the server (created, uploaded): look for its new policy now."""
+        if self.policy_mode == "remote":
+            return
+        source = self._policy_obj
+        if source is None or source.forked:
+            self._policy_source()  # its first fetch is at once
+        else:
+            source.poke()
+
+    @property
+    def policy_version(self) -> str | None:
+        """The version of the local policy in use (None before the first, and with ``policy="remote"``)."""
+        source = self._policy_obj
+        return None if source is None or source.forked else source.version
+
+    def refresh_policy(self, timeout: float | None = None) -> bool:
+        """Ask the server for the agent's policy now (a conditional GET); True when a model is in use.
+
+        Bounded by ``timeout`` (default ``act_timeout``). A model that does not load is refused (the
+        previous one stays; see the log); a server without policies (404) leaves none. Raises
+        :class:`ServiceUnavailableError` when the server does not answer in time, and
+        :class:`ConfigurationError` with ``policy="remote"``.
+        """
+        if self.policy_mode == "remote":
+            raise ConfigurationError('refresh_policy() needs RemoteAgent(..., policy="local" or "auto")')
+        budget = self.act_timeout if timeout is None else _check_number("timeout", timeout)
+        self._check_open()
+        source = self._policy_source()
+        source.fetch(time.monotonic() + budget)
+        return source.policy is not None
 
     def _act_once(self, path: str, body: bytes, params: Mapping[str, Any], deadline: float,
                   last: list[ServiceUnavailableError | None]) -> Response:
@@ -674,8 +854,13 @@ class RemoteAgent:
         return stream
 
     def open_queue(self) -> RemoteAgent:
-        """Open the local queue now (and start delivering what an earlier run left), instead of at the first step()."""
+        """Open the local queue now (and start delivering what an earlier run left), instead of at the first step().
+
+        With ``policy="local"`` or ``"auto"`` the policy's refresh starts too (else at the first act()).
+        """
         self._stream().start()
+        if self.policy_mode != "remote":
+            self._policy_source()
         return self
 
     def step(self, obs: Any, action: ActionType, reward: float, next_obs: Any, done: bool) -> bool:
@@ -696,13 +881,13 @@ class RemoteAgent:
             self._check_open()
             stream = self._stream()
         try:
-            return stream.put(obs, action, reward, next_obs, done)
+            return stream.put(obs, action, reward, next_obs, done, self._step_version)
         except UnconfirmedShapeError as exc:
             # This step disagrees with the shape of earlier steps, and the agent's own sizes are not
             # known yet: ask the server (once; only on this error path) which shape is right.
             if not self._confirm_sizes(stream, exc):
                 raise InvalidStepError(str(exc)) from None
-            return stream.put(obs, action, reward, next_obs, done)
+            return stream.put(obs, action, reward, next_obs, done, self._step_version)
 
     def _confirm_sizes(self, stream: Stream, exc: Exception) -> bool:
         """Read the agent's sizes from the server, bounded by act_timeout; False when it cannot be done."""
@@ -743,6 +928,13 @@ class RemoteAgent:
     def stats(self) -> dict[str, Any]:
         """Counters of act() and of the streaming queue (see README)."""
         out: dict[str, Any] = dict(self._act_stats)
+        source = self._policy_obj
+        if source is None or source.forked:
+            out["policy_version"] = out["policy_age"] = None
+        else:
+            confirmed = source.confirmed_at
+            out["policy_version"] = source.version
+            out["policy_age"] = None if confirmed is None else time.monotonic() - confirmed
         stream = self._stream_obj
         if stream is not None:
             out.update(stream.stats())
@@ -758,6 +950,9 @@ class RemoteAgent:
         if self._closed:
             return
         self._closed = True
+        source = self._policy_obj
+        if source is not None and not source.forked:
+            source.close()
         stream, self._stream_obj = self._stream_obj, None
         if stream is not None and stream.pid == os.getpid():
             stream.close(timeout)

@@ -12,21 +12,35 @@ checks such a model and acts with it, adding exploration noise the way the serve
 Needs the ``local`` extra (``pip install 'agents-bar-stream[local]'``: numpy and onnxruntime),
 imported only when a policy is loaded, so that ``import agents_bar_stream`` stays light.
 Never imports torch or the server.
+
+:class:`PolicySource` keeps one agent's policy fresh for ``RemoteAgent(policy="local" | "auto")``:
+a daemon thread (one per agent and process) asks ``GET /agents/{name}/policy`` every ``interval``
+seconds with ``If-None-Match`` through the :class:`~agents_bar_stream.session.Session`, and swaps
+in a new model only once it has loaded and passed its checks; a refused one is logged (once per
+version) and the previous model stays in use.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
+import os
+import re
 import threading
-from collections.abc import Mapping
+import time
+import weakref
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from agents_bar_stream.exceptions import AgentsBarError, ConfigurationError
+from agents_bar_stream.exceptions import AgentsBarError, ConfigurationError, ServiceUnavailableError
+from agents_bar_stream.session import Session
 
-__all__ = ["LocalPolicy", "PolicyError"]
+__all__ = ["LocalPolicy", "PolicyError", "PolicySource", "check_version"]
+
+logger = logging.getLogger(__name__)
 
 #: The export layouts this client understands (``agents_bar.format``).
 SUPPORTED_FORMATS = frozenset({"1"})
@@ -358,3 +372,189 @@ class LocalPolicy:
     def __repr__(self) -> str:
         return (f"<LocalPolicy {self.model} {self.obs_size}->{self.action_size} "
                 f"version={self.version or '?'}>")
+
+
+# --- keeping an agent's policy fresh (RemoteAgent's policy="local" | "auto") ----------------------
+
+#: What a policy version may look like: it travels in ETags and in every step chosen locally.
+_VERSION = re.compile(r"[A-Za-z0-9._:+-]{1,128}")
+#: How long one background fetch may take (a model of a few MB on a slow link).
+_FETCH_BUDGET = 30.0
+
+
+def check_version(version: str) -> Optional[str]:
+    """``version`` when it is a usable policy version (1-128 of ``[A-Za-z0-9._:+-]``), else None."""
+    return version if isinstance(version, str) and _VERSION.fullmatch(version) else None
+
+
+def _etag_version(etag: Optional[str]) -> Optional[str]:
+    """The version an ETag names: ``"v"`` or ``W/"v"`` -> ``v``."""
+    if not etag:
+        return None
+    tag = etag.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    return tag.strip('"') or None
+
+
+# Sources alive in this process, for the fork hook (weak: an agent garbage collected takes its own).
+_LIVE: weakref.WeakSet[PolicySource] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for source in list(_LIVE):
+        source.forked = True  # its thread does not exist here; the agent builds a new source
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class PolicySource:
+    """One agent's exported policy, fetched and kept fresh in the background. Built by RemoteAgent.
+
+    ``expected()`` returns the ``expected_*`` keywords of :meth:`LocalPolicy.from_bytes` (the agent's
+    sizes and model as far as they are known), so that a model for another agent is refused.
+    Attributes read without a lock (each is replaced whole): ``policy`` (the model in use, or
+    None), ``version``, ``confirmed_at`` (``time.monotonic()`` of the last answer that brought or
+    confirmed the model in use), ``last_error``.
+    """
+
+    def __init__(self, session: Session, agent_name: str, *, interval: float,
+                 expected: Callable[[], Mapping[str, Any]] = dict) -> None:
+        self.pid = os.getpid()
+        self.forked = False
+        self.agent_name = agent_name
+        self.interval = interval
+        self._session = session
+        self._path = f"/agents/{agent_name}/policy"
+        self._expected = expected
+        self.policy: Optional[LocalPolicy] = None
+        self.version: Optional[str] = None
+        self.confirmed_at: Optional[float] = None
+        self.last_error: Optional[str] = None
+        self._etag: Optional[str] = None
+        self._ready = threading.Event()
+        self._wake = threading.Event()
+        self._fetch_lock = threading.Lock()
+        self._life = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._stopped = False
+        self._refused: set[str] = set()
+        self._absent_logged = False
+        _LIVE.add(self)
+
+    # -- life --------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> None:
+        """Start the refresh thread (its first fetch is at once); idempotent."""
+        with self._life:
+            if self._thread is not None or self._stopped:
+                return
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"agents-bar-stream-policy[{self.agent_name}]")
+            self._thread.start()
+
+    def poke(self) -> None:
+        """Fetch again now rather than at the next interval (the agent's state changed)."""
+        self._wake.set()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread (waiting up to ``timeout`` s for a fetch in flight); the model stays readable."""
+        with self._life:
+            self._stopped = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread() and not self.forked:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.clear()
+            try:
+                self.fetch(time.monotonic() + _FETCH_BUDGET)
+            except AgentsBarError as exc:
+                # An outage, a refused token: the model in use stays; the next interval tries again.
+                self.last_error = str(exc)
+                logger.debug("policy of %r not refreshed: %s", self.agent_name, exc)
+            except Exception:  # noqa: BLE001 - the thread must outlive a bug in one fetch
+                logger.exception("policy refresh of %r failed", self.agent_name)
+            self._wake.wait(self.interval)
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    def wait(self, deadline: float) -> Optional[LocalPolicy]:
+        """The model in use, waiting for the first one until ``deadline`` (``time.monotonic()``)."""
+        policy = self.policy
+        if policy is None:
+            self._ready.wait(max(0.0, deadline - time.monotonic()))
+            policy = self.policy
+        return policy
+
+    def fetch(self, deadline: float) -> bool:
+        """One conditional GET of the policy; True when a new model was loaded and is now in use.
+
+        ``304``: the model in use is current. ``404``: the server has no policy for this agent (no
+        such extension, or no agent yet), logged once. A model that does not load is refused with
+        a WARNING (once per version) and the previous one stays. Raises the session's errors
+        (:class:`ServiceUnavailableError` for an outage or the deadline, ...).
+        """
+        if not self._fetch_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ServiceUnavailableError("the deadline passed while another policy fetch was under way")
+        try:
+            return self._fetch(deadline)
+        finally:
+            self._fetch_lock.release()
+
+    def _fetch(self, deadline: float) -> bool:
+        headers = {"Accept": "application/onnx, application/json"}
+        if self._etag is not None and self.policy is not None:
+            headers["If-None-Match"] = self._etag
+        response = self._session.request("GET", self._path, headers=headers, deadline=deadline)
+        if response.status == 304:
+            self.confirmed_at = time.monotonic()
+            self.last_error = None
+            return False
+        if response.status == 404:
+            self.last_error = f"GET {self._path} answered 404 ({response.detail()[:120]})"
+            if not self._absent_logged:
+                self._absent_logged = True
+                logger.info("the server has no policy for agent %r yet (%s); acting locally waits for one",
+                            self.agent_name, self.last_error)
+            return False
+        response.raise_for_status()
+        return self.load(response.content, response.headers.get("ETag"))
+
+    def load(self, data: bytes, etag: Optional[str] = None) -> bool:
+        """Check ``data`` (a model's bytes, as ``GET .../policy`` answers them) and put it in use.
+
+        True when it is a new version; False when it is the version in use, or refused (a WARNING
+        once per version; the previous model stays in use).
+        """
+        size = len(data)
+        try:
+            policy = LocalPolicy.from_bytes(data, **self._expected())
+            version = check_version(policy.version or _etag_version(etag) or "")
+            if version is None:
+                raise PolicyError(f"the policy's version {policy.version!r} (ETag {etag!r}) is not a usable version")
+        except PolicyError as exc:
+            key = _etag_version(etag) or f"{size} bytes"
+            self.last_error = f"policy {key} refused: {exc}"
+            if key not in self._refused:
+                self._refused.add(key)
+                logger.warning("policy %s of agent %r refused, %s: %s", key, self.agent_name,
+                               "keeping " + repr(self.version) if self.policy is not None else "none in use yet", exc)
+            return False
+        changed = version != self.version
+        self.policy, self.version, self._etag = policy, version, etag or f'"{version}"'
+        self.confirmed_at = time.monotonic()
+        self.last_error = None
+        self._ready.set()
+        if changed:
+            logger.info("agent %r acts locally with policy %s", self.agent_name, version)
+        return changed

@@ -273,7 +273,10 @@ class StepEncoder:
             return InvalidStepError(message)
         return UnconfirmedShapeError(message + " (learnt from earlier steps; the agent's own size is not known yet)")
 
-    def encode(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any) -> bytes:
+    def encode(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any,
+               policy_version: str | None = None) -> bytes:
+        """The step's wire bytes; ``policy_version`` (the version of the local policy that chose the
+        action, issue 11) is added as a field only when given: a step of a remote act() is unchanged."""
         obs_v = _plain_vector("obs", obs)
         next_v = _plain_vector("next_obs", next_obs)
         size = self.obs_size
@@ -310,6 +313,10 @@ class StepEncoder:
         self.discrete = discrete
         if not discrete:
             self.action_size = len(action_v)
+        if policy_version is not None:
+            # Appended after the number checks above (a version is text, never a number to check);
+            # the caller has checked it is a short printable string (policy.check_version).
+            return data[:-1] + b',"policy_version":' + orjson.dumps(policy_version) + b"}"
         # orjson hands back its 4 KiB output buffer as the bytes object; a step waiting in memory
         # for the group commit would hold 4 KiB for its ~200 bytes (1.7 GB for a 400k backlog);
         # a right-sized copy is far cheaper than that memory.

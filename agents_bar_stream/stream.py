@@ -145,7 +145,8 @@ class Stream:
 
     # --- step() ------------------------------------------------------------------------------------
 
-    def put(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any) -> bool:
+    def put(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any,
+            policy_version: str | None = None) -> bool:
         with self._lock:
             if self._closed:
                 raise ClosedError(f"the stream of {self.agent_name!r} is closed")
@@ -153,7 +154,7 @@ class Stream:
                 err = StorageError(f"the queue cannot be written ({self._storage_error}); this step was not queued")
                 err.errno = self._storage_error.errno  # the same errno as durability="step" gives
                 raise err
-            data = self._encoder.encode(obs, action, reward, next_obs, done)
+            data = self._encoder.encode(obs, action, reward, next_obs, done, policy_version)
             size = len(data) + 1
             if self._bytes + size > self.max_pending_bytes:
                 self._make_room(size)

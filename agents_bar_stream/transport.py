@@ -178,21 +178,25 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         token: str | None = None,
         timeout: tuple[float, float] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
         """Send one request and return its answer, whatever the status.
 
+        ``headers`` are added to (or replace) the default ones (``If-None-Match``, ``Accept``).
         Raises only :class:`ConnectionFailedError` (nothing reached the server) or
         :class:`RequestTimeoutError` (no answer in time; the request may have been applied).
         """
         if self._pid != os.getpid():
             self.reset_after_fork()
-        headers: dict[str, str] = dict(_JSON_HEADERS) if body is not None else {"Accept": "application/json"}
+        sent: dict[str, str] = dict(_JSON_HEADERS) if body is not None else {"Accept": "application/json"}
+        if headers:
+            sent.update(headers)
         if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
+            sent["Authorization"] = f"Bearer {token}"
         url = self.api_url + path
         try:
             r = self._session.request(
-                method, url, data=body if body is not None else form, params=params, headers=headers,
+                method, url, data=body if body is not None else form, params=params, headers=sent,
                 timeout=timeout or self.timeouts.as_requests(), allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout as exc:

@@ -1,10 +1,17 @@
-"""act() round trip: ours vs a bare ``requests.Session.post`` of the same body vs the published client.
+"""act() round trip: ours vs a bare ``requests.Session.post`` of the same body vs the published client,
+and ours with ``policy="local"`` (the agent's exported policy run here, issue 11).
 
-All three ask the same agent on the same server (``--no-learn``: no learner holds the agent's
+All ask the same agent on the same server (``--no-learn``: no learner holds the agent's
 lock) for an action on a CartPole observation. They run in alternating blocks (default 20 blocks
 of 100 calls each), so that a burst of load on the shared machine hits all three alike; each call
 is timed with ``time.perf_counter_ns``. The bare post is the floor for a Python client using
 requests: a kept-alive Session, the body already encoded, no parsing of the answer beyond bytes.
+
+The local policy comes from the server's ``GET /agents/{name}/policy``; a server without that
+route (404) gets a model exported in this process from an agent of the same config instead (same
+network shape, so the same cost; noted in the output). Then a CartPole loop (gymnasium when
+installed, else a fake environment of the same shapes) runs act() + step() with each mode, in
+alternating blocks, and reports iterations per second.
 
     python bench/bench_act.py [--quick] [--blocks B] [--block-size K]
 """
@@ -12,6 +19,7 @@ requests: a kept-alive Session, the body already encoded, no parsing of the answ
 from __future__ import annotations
 
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,6 +34,7 @@ def main() -> int:
     parser = c.base_args(__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, help="alternating blocks (default 20; quick 3)")
     parser.add_argument("--block-size", type=int, default=100, help="calls per block (default 100)")
+    parser.add_argument("--loop-steps", type=int, help="CartPole loop iterations per block and mode (default 500)")
     args = parser.parse_args()
     blocks = args.blocks or (3 if args.quick else 20)
     k = args.block_size
@@ -36,7 +45,10 @@ def main() -> int:
     from agents_bar_stream import RemoteAgent, StreamOptions
 
     pool = c.transitions()
-    lat: Dict[str, List[int]] = {"ours: RemoteAgent.act": [], "bare requests.Session.post": []}
+    lat: Dict[str, List[int]] = {"ours: RemoteAgent.act": [], "bare requests.Session.post": [],
+                                 "ours: RemoteAgent.act, policy='local'": []}
+    loop_rates: Dict[str, List[float]] = {"remote": [], "local": [], "auto": []}
+    loop_n = args.loop_steps or (200 if args.quick else 500)
     notes: List[str] = []
     clock = time.perf_counter_ns
     with c.Workdir("act") as work:
@@ -47,6 +59,16 @@ def main() -> int:
             c.create_agent(server.url, name)
             client = c.our_client(server.url)
             agent = RemoteAgent(client, name, stream=StreamOptions(queue_dir=work / "queue"))
+            local = RemoteAgent(client, name, policy="local", stream=StreamOptions(queue_dir=work / "queue-local"))
+            auto = RemoteAgent(client, name, policy="auto", stream=StreamOptions(queue_dir=work / "queue-auto"))
+            served = True
+            for a in (local, auto):
+                if not a.refresh_policy(timeout=30):  # 404: a server without the policy route
+                    served = False
+                    a._policy_source().load(_exported_policy())
+            if not served:
+                notes.append("The server has no policy route (404): the local model was exported in this "
+                             "process from an agent of the same config (same network, same cost).")
             session = requests.Session()
             token = session.post(server.api_url + "/login/access-token",
                                  data={"username": c.USER[0], "password": c.USER[1]}).json()["access_token"]
@@ -69,6 +91,7 @@ def main() -> int:
                 lat["published client: RemoteAgent.act"] = []
             for i in range(20):  # warm-up: connections open, model loaded
                 agent.act(pool[i][0])
+                local.act(pool[i][0])
                 bare(i)
             if published is not None:
                 published.run("act", 20)
@@ -85,8 +108,23 @@ def main() -> int:
                     t0 = clock()
                     bare(i)
                     out.append(clock() - t0)
+                out = lat["ours: RemoteAgent.act, policy='local'"]
+                for i in range(k):
+                    obs = pool[i & 1023][0]
+                    t0 = clock()
+                    local.act(obs)
+                    out.append(clock() - t0)
                 if published is not None:
                     lat["published client: RemoteAgent.act"] += published.run("act", k)["latencies_ns"]
+            env = _env()
+            for b in range(blocks):
+                print(f"  loop block {b + 1}/{blocks}", file=sys.stderr, flush=True)
+                for mode, a in (("remote", agent), ("local", local), ("auto", auto)):
+                    loop_rates[mode].append(_loop(env, a, loop_n))
+            notes.append(f"CartPole loop: {env.name}; act() + step() per iteration, {loop_n} iterations per "
+                         f"block and mode, {blocks} alternating blocks.")
+            local.close(1)
+            auto.close(1)
             agent.close(1)
             client.close()
         finally:
@@ -95,6 +133,7 @@ def main() -> int:
             server.stop()
 
     summary = {key: c.summarize_ns(v) for key, v in lat.items()}
+    local_p50 = summary["ours: RemoteAgent.act, policy='local'"]["p50_us"]
     ours = summary["ours: RemoteAgent.act"]["p50_us"]
     bare_p50 = summary["bare requests.Session.post"]["p50_us"]
     pub = summary.get("published client: RemoteAgent.act", {}).get("p50_us")
@@ -103,21 +142,103 @@ def main() -> int:
     rows = []
     for key, s in summary.items():
         rows.append([key, f"{s['n']:,}", c.fmt_us(s["p50_us"]), c.fmt_us(s["p90_us"]), c.fmt_us(s["p99_us"]),
-                     c.fmt_us(s["max_us"]), f"{s['p50_us'] / bare_p50:.2f}×"])
+                     c.fmt_us(s["max_us"]), _ratio(s["p50_us"] / bare_p50)])
     md = "### act() round trip (µs)\n\n" + c.table(["client", "calls", "p50", "p90", "p99", "max", "p50 / bare"], rows)
     md += (f"\n\nTargets: ours within 10% of the bare Session.post (p50 {ours / bare_p50:.2f}×) {c.verdict(ok_bare)}; "
            f"faster than the published client (p50 "
            f"{'–' if pub is None else f'{pub / ours:.1f}× slower than ours'}) {c.verdict(ok_pub)}. "
            f"{blocks} alternating blocks of {k} calls; server `--no-learn`.")
+    ok_local = local_p50 <= 100
+    ok_ratio = ours / local_p50 >= 20
+    md += (f"\n\nLocal policy: act() p50 {c.fmt_us(local_p50)} µs (target <= 100) {c.verdict(ok_local)}; "
+           f"{ours / local_p50:.0f}× faster than remote act() (target >= 20×) {c.verdict(ok_ratio)}; "
+           f"{bare_p50 / local_p50:.0f}× faster than the bare post.")
+    rates = {mode: statistics.median(v) for mode, v in loop_rates.items()}
+    loop_rows = [[mode, f"{rate:,.0f}", f"{rate / rates['remote']:.1f}×"] for mode, rate in rates.items()]
+    md += "\n\n### CartPole loop, act() + step() (iterations/s, median of blocks)\n\n"
+    md += c.table(["policy=", "iterations/s", "vs remote"], loop_rows)
     for note in notes:
         md += f"\n\n{note}"
     print(md)
     checks = [{"target": "act p50 <= 1.1x bare Session.post", "ok": ok_bare, "ratio": ours / bare_p50},
-              {"target": "act faster than published", "ok": ok_pub}]
+              {"target": "act faster than published", "ok": ok_pub},
+              {"target": "local act p50 <= 100 us", "ok": ok_local, "p50_us": local_p50},
+              {"target": "local act >= 20x faster than remote", "ok": ok_ratio, "ratio": ours / local_p50}]
     stem = c.save("bench_act", {"blocks": blocks, "block_size": k, "results": summary, "checks": checks,
-                                "notes": notes}, md, args.quick)
+                                "loop_iterations_per_s": rates, "notes": notes}, md, args.quick)
     plot(lat, stem.with_suffix(".png"))
     return 0
+
+
+def _ratio(r: float) -> str:
+    return f"{r:.2f}×" if r >= 0.01 else f"{r:.4f}×"
+
+
+def _exported_policy() -> bytes:
+    """A policy exported here from an agent of the benchmark's config (for a server without the route)."""
+    from agents_bar_stream.server.learner import build_agent, validate_config
+    from agents_bar_stream.server.policy_export import export_policy
+
+    config = validate_config(c.MODEL, {"obs_size": c.OBS_SIZE, "action_size": c.ACTION_SIZE})
+    return export_policy(build_agent(c.MODEL, config), c.MODEL, c.OBS_SIZE, c.ACTION_SIZE).onnx_bytes
+
+
+class _FakeCartPole:
+    """CartPole's shapes and episode length, no physics: for a machine without gymnasium."""
+
+    name = "fake environment (gymnasium not installed)"
+
+    def __init__(self) -> None:
+        import random
+
+        self._rng = random.Random(0)
+        self._t = 0
+
+    def reset(self):
+        self._t = 0
+        return [self._rng.uniform(-0.05, 0.05) for _ in range(c.OBS_SIZE)], {}
+
+    def step(self, action):
+        self._t += 1
+        obs = [self._rng.uniform(-0.5, 0.5) for _ in range(c.OBS_SIZE)]
+        return obs, 1.0, self._t >= 200, False, {}
+
+
+class _Gym:
+    name = "gymnasium CartPole-v1"
+
+    def __init__(self, env) -> None:
+        self.env = env
+
+    def reset(self):
+        obs, info = self.env.reset(seed=0)
+        return obs.tolist(), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs.tolist(), float(reward), bool(terminated), bool(truncated), info
+
+
+def _env():
+    try:
+        import gymnasium
+    except ImportError:
+        return _FakeCartPole()
+    return _Gym(gymnasium.make("CartPole-v1"))
+
+
+def _loop(env, agent, n: int) -> float:
+    """Iterations per second of act() + env.step() + agent.step() over ``n`` iterations."""
+    obs, _ = env.reset()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        action = agent.act(obs)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        agent.step(obs, action, reward, next_obs, terminated)
+        obs = next_obs
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return n / (time.perf_counter() - t0)
 
 
 def plot(lat: Dict[str, List[int]], path: Path) -> None:
