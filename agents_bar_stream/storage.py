@@ -98,6 +98,10 @@ _SETTINGS = {
     # SQLite's default (1000 pages, never truncated) a full disk is taken by the log, and deleting
     # delivered segments, itself a write, can then not give any space back.
     "sqlite_wal_autocheckpoint": 256,
+    # Debian's SQLite zeroes every freed page (secure_delete=1), so deleting a delivered segment writes
+    # its whole size again into the log: on a full disk the deletes that would make room cannot be
+    # written. The queue holds the user's own steps, and freed pages are reused by the next segments.
+    "sqlite_secure_delete": 0,
     "sqlite_journal_size_limit": 2**20,
 }
 
@@ -354,6 +358,7 @@ class DiskQueue:
         self.segments: deque[Segment] = deque(Segment(k) for k in keys)
         self._head_items: tuple[int, list[bytes]] | None = None  # decoded segment at the head
         self._undeleted: list[int] = []  # delivered segments whose delete the disk refused: tried again
+        self._disk_full: StorageError | None = None  # the refused write, until space was freed
         self._space_freed = threading.Event()  # set when delivered segments were deleted (a full disk waits on it)
         self.next_local = max(self.consumed + 1, self.sent_through + 1)
         self.committed_through = self.next_local - 1
@@ -424,6 +429,14 @@ class DiskQueue:
                 os.unlink(path)
             except OSError:
                 pass
+
+    def _spare_space(self) -> bool:
+        """Whether the filesystem has room beyond what the reserve would give back (freed by someone else)."""
+        try:
+            st = os.statvfs(self.directory)
+        except (OSError, AttributeError):  # pragma: no cover - no statvfs: try the write
+            return True
+        return st.f_bavail * st.f_frsize >= 4 * _RESERVE_BYTES
 
     def _release_reserve(self) -> bool:
         """Give the reserve back to the filesystem; True if there was one to give."""
@@ -606,12 +619,20 @@ class DiskQueue:
 
     def store_segment(self, first_local: int, items: list[bytes], t: float) -> Segment:
         """Commit ``items`` to disk as one segment, not yet visible to readers; called with steps in order only."""
+        full = self._disk_full
+        if full is not None and not self._spare_space():
+            # Still full, and nothing freed since: a write now would only take the bytes that the
+            # released reserve holds for delivery's own bookkeeping (the sent mark, the deletes of
+            # delivered segments), and with them the one way the queue has to make room again.
+            raise full
         blob = encode_segment(items, t)
         try:
             self._cache.set(first_local, blob)
         except (OSError, sqlite3.Error) as exc:
             self._release_reserve()  # for the flusher's bookkeeping, which frees the space; step() waits
-            raise _storage_error("write to", self.directory, exc) from None
+            self._disk_full = _storage_error("write to", self.directory, exc)
+            raise self._disk_full from None
+        self._disk_full = None
         return Segment(first_local, len(items), len(blob), t)
 
     def publish_segment(self, segment: Segment, then: Callable[[], None] | None = None) -> None:
@@ -850,6 +871,7 @@ class DiskQueue:
             logger.warning("could not record delivery in %s: %s", self.directory, exc)
         else:
             if doomed or undeleted:
+                self._disk_full = None  # pages freed inside the database: the next write may fit
                 self._space_freed.set()
             if (consumed_now and self._owner and not (self.directory / _RESERVE).exists()
                     and not self.committed_pending()):
