@@ -101,13 +101,18 @@ def shoot(driver, url: str, out: Path) -> None:
     driver.find_element(By.ID, "username").send_keys(USER[0])
     driver.find_element(By.ID, "password").send_keys(USER[1])
     driver.find_element(By.ID, "login-submit").click()
-    driver.find_element(By.CSS_SELECTOR, "body")
+
+    # One script reads it all: the page rebuilds its tables at every poll, so an element found by
+    # one WebDriver call can be gone (stale) by the next.
+    ready_js = """
+        const rate = document.querySelector('#agents tr[data-agent="cartpole-dqn"] td[data-field="ingest_rate"]');
+        return rate !== null && !["", "\u2013"].includes(rate.textContent)
+            && document.querySelector("#loss-chart polyline") !== null
+            && document.querySelector("#return-chart polyline") !== null;
+    """
 
     def ready(d) -> bool:
-        rate = d.find_elements(By.CSS_SELECTOR, '#agents tr[data-agent="cartpole-dqn"] td[data-field="ingest_rate"]')
-        return bool(rate and rate[0].text not in ("", "–")
-                    and d.find_elements(By.CSS_SELECTOR, "#loss-chart polyline")
-                    and d.find_elements(By.CSS_SELECTOR, "#return-chart polyline"))
+        return bool(d.execute_script(ready_js))
 
     WebDriverWait(driver, 60, poll_frequency=0.2).until(ready, "live numbers, a loss curve and episode returns")
     out.parent.mkdir(parents=True, exist_ok=True)
