@@ -197,3 +197,18 @@ def test_an_older_database_gets_last_seen(tmp_path):
         assert [(p.producer_id, p.acked_seq, p.last_seen) for p in old] == [("old", 41, None)]
     finally:
         store.close()
+
+
+def test_a_server_without_learners_says_so(server_factory, user, agent_name):
+    from support.api import Api, login
+
+    server = server_factory(extra_args=["--no-learn"], name="no-learn")
+    api = Api(server.url, login(server.url, *user))
+    try:
+        api.create_agent(agent_name)
+        assert api.send_steps(agent_name, "p", 0, [make_step(k) for k in range(10)]).status_code == 200
+        row = api.get("/dashboard").json()["agents"][0]
+        assert (row["name"], row["steps_received"], row["steps_learned"], row["learner"]) == (agent_name, 10, 0,
+                                                                                             "stopped")
+    finally:
+        api.cleanup()
