@@ -11,7 +11,8 @@ Tables::
 ``POST /steps`` batch (or per legacy ``POST /step``), ``data`` being the orjson list of its steps
 (their five wire fields), or, for steps that came in the binary encoding (issue 12), the compact
 form of ``arrays.pack_steps``: ``b"ABL1"``, the steps as JSON with each array a reference, then
-the arrays' raw bytes. A row in that form starts with ``ABL1``, a JSON row with ``[``, so rows
+the arrays' raw bytes (``ABLZ``: the same as one zstd frame, when that is smaller). A row in
+that form starts with ``AB``, a JSON row with ``[``, so rows
 written before the form existed read as they always did, and no migration is needed.
 ``policy_versions`` is NULL unless a step of the slice carried a ``policy_version`` (issue 11); then it is the orjson list, parallel to ``data``, of each step's
 version or null. The column was added after the first release: :class:`Store` adds it to an
@@ -96,8 +97,8 @@ MAX_POLICY_VERSION_LENGTH = 64
 _STEP_FIELDS = ("obs", "action", "reward", "next_obs", "done")
 # The fields that may hold an array (a step of the binary encoding) instead of a list.
 _ARRAY_FIELDS = ("obs", "next_obs", "action")
-# arrays.LOG_MAGIC, repeated so that reading a log of JSON rows does not import numpy.
-_PACKED_MAGIC = b"ABL1"
+# arrays.LOG_MAGIC and LOG_MAGIC_ZSTD, repeated so that reading a log of JSON rows does not import numpy.
+_PACKED_MAGIC = (b"ABL1", b"ABLZ")
 
 
 class AgentExists(Exception):
@@ -431,7 +432,7 @@ class Store:
             # shape (arrays.pack_steps), never as number text: lossless and ~the size of the data.
             from agents_bar_stream.server.arrays import pack_steps
 
-            data = pack_steps(steps, _STEP_FIELDS)
+            data = pack_steps(steps, _STEP_FIELDS, compress=True)
         elif all(len(s) == len(_STEP_FIELDS) for s in steps):
             # Steps were validated, so each has the five fields; only one with extra fields (which the
             # protocol says to ignore) needs rebuilding, and re-encoding the list as it is costs far less.
@@ -487,7 +488,7 @@ class Store:
             hi = min(end - log_start, count)
             if lo >= hi:
                 continue
-            if data[:4] == _PACKED_MAGIC:
+            if data[:4] in _PACKED_MAGIC:
                 from agents_bar_stream.server.arrays import step_to_json, unpack_steps
 
                 steps = unpack_steps(data)

@@ -50,7 +50,7 @@ def test_arrays_are_stored_as_bytes_once_and_read_back_exact(store, agent_id):
     steps = frame_steps(10)
     assert store.append_batch(agent_id, "p", 0, steps) == (9, 10, 0)
     (data,) = rows(store, agent_id)
-    assert is_packed(data)
+    assert is_packed(data) and data[:4] == b"ABL1"  # random frames do not compress: stored as they are
     # 11 distinct frames of 28,224 bytes and a small header: next_obs shares its bytes with the next obs.
     assert 11 * 28_224 <= len(data) < 11 * 28_224 + 4_000
     entries = store.read_entries(agent_id, 0, 100, arrays=True)
@@ -67,6 +67,21 @@ def test_arrays_are_stored_as_bytes_once_and_read_back_exact(store, agent_id):
     plain = store.read_log(agent_id, 3, 2)
     assert plain[0][2]["obs"] == steps[3]["obs"].ravel().tolist() and plain[1][2]["action"] == [0]
     assert isinstance(plain[0][2]["obs"][0], int)
+
+
+def test_compressible_frames_are_stored_zstd_compressed_and_read_back_exact(store, agent_id):
+    steps = frame_steps(20)
+    for k, step in enumerate(steps):  # mostly flat frames, like a rendered scene: zstd shrinks them
+        for key in ("obs", "next_obs"):
+            flat = np.zeros(SHAPE, np.uint8)
+            flat[k % 84, :, :] = step[key][0, :, :]
+            step[key] = flat
+    store.append_batch(agent_id, "z", 0, steps)
+    (data,) = rows(store, agent_id)
+    assert data[:4] == b"ABLZ" and len(data) < 40 * 28_224 // 8
+    for entry, sent in zip(store.read_entries(agent_id, 0, 100, arrays=True), steps, strict=True):
+        assert entry.step["obs"].tobytes() == sent["obs"].tobytes()
+        assert entry.step["next_obs"].tobytes() == sent["next_obs"].tobytes()
 
 
 def test_a_slice_from_the_middle_of_a_packed_row(store, agent_id):
