@@ -12,10 +12,10 @@ Tables::
 (their five wire fields), or, for steps that came in the binary encoding (issue 12), the compact
 form of ``arrays.pack_steps``: ``b"ABL1"``, the steps as JSON with each array a reference, then
 the arrays' raw bytes (``ABLZ``: the same as one zstd frame, when that is smaller). A row in
-that form starts with ``AB``, a JSON row with ``[``, so rows
-written before the form existed read as they always did, and no migration is needed.
-``policy_versions`` is NULL unless a step of the slice carried a ``policy_version`` (issue 11); then it is the orjson list, parallel to ``data``, of each step's
-version or null. The column was added after the first release: :class:`Store` adds it to an
+that form starts with ``AB``, a JSON row with ``[``, so rows written before the form existed
+read as they always did, and no migration is needed. ``policy_versions`` is NULL unless a step
+of the slice carried a ``policy_version`` (issue 11); then it is the orjson list, parallel to
+``data``, of each step's version or null. The column was added after the first release: :class:`Store` adds it to an
 older database when it opens it.
 ``log_start`` is the position of the first of them in the agent's log, so the log reads in order
 and the learner keeps a plain integer cursor into it. One row per batch rather than per step is
