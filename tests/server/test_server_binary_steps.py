@@ -319,3 +319,30 @@ def test_camera_dqn_learns_from_binary_frames_and_acts(api: Api, agent_name):
     assert page["steps"][0]["step"]["obs"] == frames[0].ravel().tolist()
     assert [e["step"]["next_obs"] == frames[i + 1].ravel().tolist() for i, e in enumerate(api.log(agent_name))] \
         == [True] * 40
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("model", ["dqn", "rainbow", "ddpg", "ppo"])
+def test_every_model_learns_from_binary_float32_steps(api: Api, agent_name, model):
+    """The learners take the arrays of the log (float32 built from the bytes) for every model."""
+    discrete = model in ("dqn", "rainbow")
+    config = {"hidden_layers": [8], "batch_size": 4}
+    if model == "ppo":
+        config["rollout_length"] = 8
+    else:
+        config["buffer_size"] = 100
+    api.create_agent(agent_name, model, obs_size=6, action_size=2, obs_shape=[2, 3], **config)
+    rng = np.random.default_rng(5)
+    frames = [rng.standard_normal((2, 3)).astype(np.float32) for _ in range(31)]
+    steps = []
+    for i in range(30):
+        action = np.array([i % 2], np.int32) if discrete else rng.uniform(-1, 1, 2).astype(np.float32)
+        steps.append({"obs": frames[i], "action": action, "reward": float(rng.standard_normal()),
+                      "next_obs": frames[i + 1], "done": i % 10 == 9})
+    resp = _post(api, agent_name, compress(encode("m", 0, steps)), zstd=True)
+    assert resp.status_code == 200 and resp.json()["applied"] == 30, resp.text
+    info = wait_for(lambda: (a := api.agent(agent_name))["steps_learned"] >= 30 and a, 120,
+                    message=f"the {model} agent to learn 30 steps")
+    assert info["learn_errors"] == 0
+    act = api.post(f"/agents/{agent_name}/act", json=frames[3].ravel().tolist())
+    assert act.status_code == 200, act.text
