@@ -114,8 +114,13 @@ def test_json_and_binary_steps_in_one_log(api: Api, agent_name):
     body = orjson.dumps({"producer_id": "p", "first_seq": 5, "steps": make_steps(5, 1)})
     resp = api.post(f"/agents/{agent_name}/steps", data=body, headers={"Content-Type": None})
     assert resp.status_code == 200, resp.text
+    # A JSON body may be zstd-compressed too.
+    body = orjson.dumps({"producer_id": "p", "first_seq": 6, "steps": make_steps(6, 2)})
+    resp = api.post(f"/agents/{agent_name}/steps", data=compress(body),
+                    headers={"Content-Type": "application/json; charset=utf-8", "Content-Encoding": "zstd"})
+    assert resp.status_code == 200 and resp.json()["applied"] == 2, resp.text
     log = [e["step"] for e in api.log(agent_name)]
-    assert log[:3] == json_steps and log[5:] == make_steps(5, 1)
+    assert log[:3] == json_steps and log[5:] == make_steps(5, 3)
     assert log[3]["obs"] == [0.0, 1.0, 2.0, 3.0] and log[4]["next_obs"] == [2.0, 3.0, 4.0, 5.0]
 
 
