@@ -24,8 +24,9 @@ Its modules, each importing only those listed below it::
 The server shares only the wire rules with the client (``agents_bar_stream.protocol``, ``config``
 and ``exceptions``), never the client's machinery. Only the modules that serve requests import
 fastapi, torch and numpy (``app``, ``api``, ``errors``, ``state``, ``learner``, ``arrays``,
-``runner.run_from_args``); ``store`` imports ``arrays`` only when a row holds arrays. Importing this package, ``process`` or ``runner.add_arguments`` stays
-light, so that the client never pays for the server.
+``runner.run_from_args``); ``store`` imports ``arrays`` only when a row holds arrays. Importing
+this package, ``process`` or ``runner.add_arguments`` stays light, so that the client never pays
+for the server.
 """
 
 from __future__ import annotations
