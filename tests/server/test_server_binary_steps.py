@@ -351,3 +351,18 @@ def test_every_model_learns_from_binary_float32_steps(api: Api, agent_name, mode
     assert info["learn_errors"] == 0
     act = api.post(f"/agents/{agent_name}/act", json=frames[3].ravel().tolist())
     assert act.status_code == 200, act.text
+
+
+def test_camera_agent_takes_json_steps_and_the_legacy_step(api: Api, agent_name):
+    """Old clients send a camera frame as JSON numbers in full precision: bodies over 1 MiB are taken."""
+    api.create_agent(agent_name, "dqn", obs_size=28_224, action_size=2, hidden_layers=[8], buffer_size=100)
+    rng = np.random.default_rng(9)
+    obs = (rng.random(28_224) / 3).tolist()  # ~20 characters a number
+    step = {"obs": obs, "action": [1], "reward": 0.1, "next_obs": obs[::-1], "done": False}
+    body = orjson.dumps({"step_data": step})
+    assert len(body) > 2**20
+    resp = api.post(f"/agents/{agent_name}/step", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    assert api.send_steps(agent_name, "j", 0, [step]).status_code == 200
+    log = api.log(agent_name)
+    assert [e["step"] for e in log] == [step, step]

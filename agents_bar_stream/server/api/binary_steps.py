@@ -39,8 +39,9 @@ def media_type(header: str | None) -> str:
 
 
 def decode_body(body: bytes, content_type: str | None, content_encoding: str | None, limit: int,
-                too_large: dict[str, Any]) -> Any:
-    """The JSON document of a steps body, array references resolved to numpy arrays.
+                too_large: dict[str, Any]) -> tuple[Any, bool]:
+    """The JSON document of a steps body, array references resolved to numpy arrays, and whether the
+    body was in the binary encoding (only then may a step hold arrays).
 
     A body without a Content-Type is taken as JSON, as before this encoding existed (clients that
     post bytes without the header keep working).
@@ -55,8 +56,8 @@ def decode_body(body: bytes, content_type: str | None, content_encoding: str | N
     elif coding not in ("", "identity"):
         raise HTTPProblem(415, f"Content-Encoding {coding!r:.40} is not taken here; send zstd or none")
     if kind == STEPS_MEDIA_TYPE:
-        return _decode_binary(body)
-    return parse_json(body)
+        return _decode_binary(body), True
+    return parse_json(body), False
 
 
 def _decompress(body: bytes, limit: int, too_large: dict[str, Any]) -> bytes:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -23,7 +22,7 @@ from agents_bar_stream.protocol import (
 from agents_bar_stream.server.api.binary_steps import CONTENT_ENCODINGS, STEP_ENCODINGS, decode_body
 from agents_bar_stream.server.api.deps import CurrentAgent, State
 from agents_bar_stream.server.api.inputs import read_body
-from agents_bar_stream.server.arrays import ARRAY_FIELDS, validate_step_arrays
+from agents_bar_stream.server.arrays import validate_step_arrays
 from agents_bar_stream.server.errors import HTTPProblem, json_response
 from agents_bar_stream.server.state import ServerState
 from agents_bar_stream.server.store import AgentRow, SequenceGap
@@ -70,16 +69,15 @@ def _apply_steps(state: ServerState, row: AgentRow, body: bytes, content_type: s
     Decoding (zstd, the binary encoding) runs here, on a worker thread, not on the event loop.
     """
     limits = state.settings.batch_limits()
-    doc = decode_body(body, content_type, content_encoding, state.settings.max_batch_bytes, limits)
+    doc, binary = decode_body(body, content_type, content_encoding, state.settings.max_batch_bytes, limits)
     producer_id, first_seq, steps = _envelope(state, doc)
     acked = state.store.acked_seq(row.id, producer_id)
     if first_seq > acked + 1:
         raise HTTPProblem(409, f"sequence gap: first_seq is {first_seq}, expected {acked + 1}", expected_seq=acked + 1)
     obs_size, action_size, discrete = row.config["obs_size"], row.config["action_size"], is_discrete(row.model)
-    binary = _has_arrays(steps)
     for i, step in enumerate(steps):
         try:
-            if binary:
+            if binary:  # a JSON body is checked exactly as before this encoding existed
                 validate_step_arrays(step, obs_size=obs_size, action_size=action_size, discrete=discrete,
                                      obs_shape=row.config.get("obs_shape"), obs_dtype=row.config.get("obs_dtype"))
             else:
@@ -95,13 +93,6 @@ def _apply_steps(state: ServerState, row: AgentRow, body: bytes, content_type: s
     except LookupError:
         raise HTTPProblem(404, f"agent {row.name!r} not found") from None
     return {"acked_seq": acked_seq, "applied": applied, "duplicates": duplicates}
-
-
-def _has_arrays(steps: Any) -> bool:
-    """Whether any step holds an array (it came in the binary encoding)."""
-    if type(steps) is not list:
-        return False
-    return any(isinstance(s, dict) and any(isinstance(s.get(k), np.ndarray) for k in ARRAY_FIELDS) for s in steps)
 
 
 def _envelope(state: ServerState, doc: Any) -> tuple[str, int, list[Any]]:
