@@ -366,3 +366,13 @@ def test_camera_agent_takes_json_steps_and_the_legacy_step(api: Api, agent_name)
     assert api.send_steps(agent_name, "j", 0, [step]).status_code == 200
     log = api.log(agent_name)
     assert [e["step"] for e in log] == [step, step]
+
+
+def test_too_many_steps_is_413_before_anything_else(api: Api, agent_name):
+    api.create_agent(agent_name, "dqn", obs_size=4, action_size=2)
+    most = api.get("/stream/info").json()["max_batch_steps"]
+    bad_ref = {**_REF, "dtype": "?"}
+    step = {"obs": bad_ref, "action": [0], "reward": 0.0, "next_obs": bad_ref, "done": False}
+    header = orjson.dumps({"producer_id": "p", "first_seq": 0, "steps": [step] * (most + 1)})
+    resp = _post(api, agent_name, pack(header, _DATA))
+    assert resp.status_code == 413 and resp.json()["max_batch_steps"] == most, resp.text

@@ -39,9 +39,12 @@ def media_type(header: str | None) -> str:
 
 
 def decode_body(body: bytes, content_type: str | None, content_encoding: str | None, limit: int,
-                too_large: dict[str, Any]) -> tuple[Any, bool]:
+                too_large: dict[str, Any], max_steps: int) -> tuple[Any, bool]:
     """The JSON document of a steps body, array references resolved to numpy arrays, and whether the
     body was in the binary encoding (only then may a step hold arrays).
+
+    The references of a batch of over ``max_steps`` steps are not read: the caller answers 413
+    for it first (split it), as for a JSON body, whatever else is wrong with it.
 
     A body without a Content-Type is taken as JSON, as before this encoding existed (clients that
     post bytes without the header keep working).
@@ -56,7 +59,7 @@ def decode_body(body: bytes, content_type: str | None, content_encoding: str | N
     elif coding not in ("", "identity"):
         raise HTTPProblem(415, f"Content-Encoding {coding!r:.40} is not taken here; send zstd or none")
     if kind == STEPS_MEDIA_TYPE:
-        return _decode_binary(body), True
+        return _decode_binary(body, max_steps), True
     return parse_json(body), False
 
 
@@ -83,7 +86,7 @@ def _decompress(body: bytes, limit: int, too_large: dict[str, Any]) -> bytes:
     return b"".join(out)
 
 
-def _decode_binary(body: bytes) -> Any:
+def _decode_binary(body: bytes, max_steps: int) -> Any:
     if len(body) < 8:
         raise HTTPProblem(422, f"the binary body is {len(body)} bytes, shorter than its 8-byte preamble")
     if body[:4] != WIRE_MAGIC:
@@ -99,7 +102,7 @@ def _decode_binary(body: bytes) -> Any:
     if not isinstance(doc, dict):
         raise HTTPProblem(422, 'the header must be {"producer_id", "first_seq", "steps"}')
     steps = doc.get("steps")
-    if type(steps) is list:
+    if type(steps) is list and len(steps) <= max_steps:
         data = memoryview(body)[8 + size:]
         cache: dict[tuple, Any] = {}
         for i, step in enumerate(steps):

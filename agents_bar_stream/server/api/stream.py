@@ -69,7 +69,8 @@ def _apply_steps(state: ServerState, row: AgentRow, body: bytes, content_type: s
     Decoding (zstd, the binary encoding) runs here, on a worker thread, not on the event loop.
     """
     limits = state.settings.batch_limits()
-    doc, binary = decode_body(body, content_type, content_encoding, state.settings.max_batch_bytes, limits)
+    doc, binary = decode_body(body, content_type, content_encoding, state.settings.max_batch_bytes, limits,
+                              state.settings.max_batch_steps)
     producer_id, first_seq, steps = _envelope(state, doc)
     acked = state.store.acked_seq(row.id, producer_id)
     if first_seq > acked + 1:
