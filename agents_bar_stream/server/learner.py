@@ -81,7 +81,7 @@ MAX_UPDATE_COST = 4_000_000_000
 # Python objects around them; measured with tracemalloc on ai-traineree 0.9.0 (issue 12): DQN and
 # Rainbow ~1,180 bytes a step beside the arrays, DDPG ~680, PPO ~1,500 (torch tensors, which
 # tracemalloc cannot see, counted from the RSS). The library's defaults for usual observation
-# sizes pass (DDPG on Reacher: 10^6 steps of 33 numbers, ~1.5 GB); 100k camera frames (22 GB) do not.
+# sizes pass (DDPG on Reacher: 10^6 steps of 33 numbers, ~1 GB); 100k camera frames (22 GB) do not.
 MAX_BUFFER_BYTES = 2 * 2**30
 _STEP_OVERHEAD_BYTES = {"dqn": 1_200, "rainbow": 1_200, "ddpg": 700, "ppo": 4_096}
 # Hidden layers and batch sizes that ai-traineree 0.9.0 uses when a config does not say.
