@@ -33,6 +33,7 @@ __all__ = [
     "LOG_MAGIC_ZSTD",
     "WIRE_MAGIC",
     "MalformedArray",
+    "binary_page",
     "is_packed",
     "json_ready",
     "pack_steps",
@@ -225,6 +226,31 @@ def pack_steps(steps: Sequence[Mapping[str, Any]], fields: Sequence[str], *, com
         if len(small) <= len(packed) - len(packed) // 8:
             return LOG_MAGIC_ZSTD + small
     return packed
+
+
+def binary_page(entries: Sequence[Mapping[str, Any]], nxt: int | None) -> bytes:
+    """A page of the log in the binary encoding: ``WIRE_MAGIC``, u32 H, the JSON ``{"steps": entries,
+    "next"}`` with each array of an entry's ``step`` as a reference, then the arrays' bytes (an array
+    object shared by several steps, as unpack_steps makes them, is written once)."""
+    chunks: list[Any] = []
+    offsets: dict[int, int] = {}
+    size = 0
+    out = []
+    for entry in entries:
+        step = dict(entry["step"])
+        for key in ARRAY_FIELDS:
+            value = step.get(key)
+            if isinstance(value, np.ndarray):
+                offset = offsets.get(id(value))
+                if offset is None:
+                    offset = offsets[id(value)] = size
+                    chunks.append(np.ascontiguousarray(value).data)
+                    size += value.nbytes
+                step[key] = {"dtype": value.dtype.str, "shape": list(value.shape), "offset": offset,
+                             "nbytes": value.nbytes}
+        out.append({**entry, "step": step})
+    head = orjson.dumps({"steps": out, "next": nxt})
+    return b"".join([WIRE_MAGIC, _U32.pack(len(head)), head, *chunks])
 
 
 def unpack_steps(data: bytes) -> list[dict[str, Any]]:

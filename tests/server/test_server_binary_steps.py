@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 from support.api import Api, make_steps, wait_for
-from support.binary_steps import MEDIA_TYPE, Body, compress, encode, headers, pack
+from support.binary_steps import MEDIA_TYPE, Body, compress, decode, encode, headers, pack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -324,6 +324,19 @@ def test_camera_dqn_learns_from_binary_frames_and_acts(api: Api, agent_name):
     assert page["steps"][0]["step"]["obs"] == frames[0].ravel().tolist()
     assert [e["step"]["next_obs"] == frames[i + 1].ravel().tolist() for i, e in enumerate(api.log(agent_name))] \
         == [True] * 40
+    # On request (Accept), the same page in the binary encoding: the frames as bytes, dtype and shape.
+    resp = api.get(f"/agents/{agent_name}/steps", params={"start": 0, "limit": 1000}, headers={"Accept": MEDIA_TYPE})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith(MEDIA_TYPE)
+    doc = decode(resp.content)
+    assert doc["next"] == page["next"] and [e["seq"] for e in doc["steps"]] == list(range(len(page["steps"])))
+    for i, entry in enumerate(doc["steps"]):
+        got = entry["step"]
+        assert got["obs"].dtype == np.uint8 and got["obs"].shape == shape
+        assert got["obs"].tobytes() == frames[i].tobytes() and got["next_obs"].tobytes() == frames[i + 1].tobytes()
+        assert got["action"] == [i % 3] and got["reward"] == float(i % 2)
+    # next_obs of step i and obs of step i+1 are one frame in the page too (within each stored batch:
+    # the two batches' boundary frame is written twice).
+    assert len(resp.content) < (len(doc["steps"]) + 2) * 28_224 + 20_000
 
 
 @pytest.mark.timeout(180)

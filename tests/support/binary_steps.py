@@ -64,3 +64,21 @@ def compress(body: bytes, level: int = 3) -> bytes:
     import zstandard
 
     return zstandard.ZstdCompressor(level=level).compress(body)
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A binary document (a log page): its JSON header with every array reference of a step replaced
+    by the numpy array it points at, read by the rules of docs/protocol.md."""
+    assert body[:4] == MAGIC, body[:8]
+    (size,) = struct.unpack_from("<I", body, 4)
+    doc = orjson.loads(body[8:8 + size])
+    data = body[8 + size:]
+    for entry in doc["steps"]:
+        step = entry["step"]
+        for key in ("obs", "next_obs", "action"):
+            ref = step.get(key)
+            if isinstance(ref, dict):
+                raw = data[ref["offset"]:ref["offset"] + ref["nbytes"]]
+                assert len(raw) == ref["nbytes"]
+                step[key] = np.frombuffer(raw, dtype=np.dtype(ref["dtype"])).reshape(ref["shape"])
+    return doc

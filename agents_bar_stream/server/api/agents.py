@@ -23,9 +23,10 @@ from agents_bar_stream.protocol import (
     is_valid_agent_name,
     validate_step,
 )
+from agents_bar_stream.server.api.binary_steps import STEPS_MEDIA_TYPE
 from agents_bar_stream.server.api.deps import CurrentAgent, CurrentUser, State, agent_runtime
 from agents_bar_stream.server.api.inputs import check_obs, int_query, json_body_limit, parse_json, read_body
-from agents_bar_stream.server.arrays import json_ready
+from agents_bar_stream.server.arrays import binary_page, json_ready
 from agents_bar_stream.server.errors import LOG_NAME, HTTPProblem, json_response
 from agents_bar_stream.server.learner import (
     AgentBusy,
@@ -230,25 +231,31 @@ async def get_steps(request: Request, row: CurrentAgent, state: State) -> Respon
     # server's memory.
     limit = min(limit, max(1, MAX_LOG_NUMBERS // _numbers_per_step(row)))
 
+    # Accept: application/x-agents-bar-steps asks for the page in the binary encoding (arrays as
+    # their bytes, docs/protocol.md); anything else gets JSON, as always.
+    binary = STEPS_MEDIA_TYPE in (request.headers.get("accept") or "").lower()
+
     def page() -> bytes:
         entries = state.store.read_entries(row.id, start, limit, arrays=True)
         total = state.store.steps_received(row.id)
         end = start + len(entries)
         nxt = end if end < total else None
+        if binary:
+            return binary_page([_log_entry(e, flat=False) for e in entries], nxt)
         steps = [_log_entry(e) for e in entries]
         # Arrays (steps of the binary encoding) are written by orjson itself as flat lists of the
         # same values: see arrays.json_ready.
         return orjson.dumps({"steps": steps, "next": nxt}, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    return Response(await run_in_threadpool(page), media_type="application/json")
+    return Response(await run_in_threadpool(page), media_type=STEPS_MEDIA_TYPE if binary else "application/json")
 
 
 def _numbers_per_step(row: AgentRow) -> int:
     return 2 * row.config["obs_size"] + row.config["action_size"] + 2
 
 
-def _log_entry(entry: LogEntry) -> dict[str, Any]:
-    out = {"producer_id": entry.producer_id, "seq": entry.seq, "step": json_ready(entry.step)}
+def _log_entry(entry: LogEntry, *, flat: bool = True) -> dict[str, Any]:
+    out = {"producer_id": entry.producer_id, "seq": entry.seq, "step": json_ready(entry.step) if flat else entry.step}
     if entry.policy_version is not None:
         out["policy_version"] = entry.policy_version
     return out
