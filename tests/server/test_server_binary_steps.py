@@ -389,3 +389,19 @@ def test_too_many_steps_is_413_before_anything_else(api: Api, agent_name):
     header = orjson.dumps({"producer_id": "p", "first_seq": 0, "steps": [step] * (most + 1)})
     resp = _post(api, agent_name, pack(header, _DATA))
     assert resp.status_code == 413 and resp.json()["max_batch_steps"] == most, resp.text
+
+
+def test_zstd_frame_asking_for_a_huge_window_is_refused(api: Api, agent_name):
+    """A frame whose window (memory the decoder allocates up front) exceeds max_batch_bytes is a 400."""
+    import zstandard
+
+    api.create_agent(agent_name, "dqn", obs_size=4, action_size=2)
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=27)
+    cobj = zstandard.ZstdCompressor(compression_params=params).compressobj()  # streamed: no size, window kept
+    body = encode("p", 0, _steps([np.zeros(4, np.float32)] * 2, None))
+    frame = cobj.compress(body) + cobj.flush()
+    resp = _post(api, agent_name, frame, zstd=True)
+    assert resp.status_code == 400, resp.text
+    assert "zstd" in resp.json()["detail"]
+    # The same body in an ordinary frame is taken.
+    assert _post(api, agent_name, compress(body), zstd=True).status_code == 200

@@ -67,7 +67,10 @@ def _decompress(body: bytes, limit: int, too_large: dict[str, Any]) -> bytes:
     """The one zstd frame of ``body``, refused (413) as soon as it grows past ``limit`` bytes."""
     import zstandard
 
-    dctx = zstandard.ZstdDecompressor()
+    # The frame's window is memory the decoder allocates before writing a byte: a frame may ask for
+    # 128 MiB (zstd's default ceiling) in a few bytes. A body is at most `limit` bytes, so a
+    # window beyond that is never needed (zstd shrinks the window to the content's size).
+    dctx = zstandard.ZstdDecompressor(max_window_size=1 << max(10, (limit - 1).bit_length()))
     out = []
     size = 0
     try:
