@@ -405,3 +405,24 @@ def test_zstd_frame_asking_for_a_huge_window_is_refused(api: Api, agent_name):
     assert "zstd" in resp.json()["detail"]
     # The same body in an ordinary frame is taken.
     assert _post(api, agent_name, compress(body), zstd=True).status_code == 200
+
+
+@pytest.mark.timeout(180)
+def test_snapshot_of_a_camera_agent_carries_fewer_steps_and_loads_back(api: Api, agent_name):
+    """The snapshot's buffer holds the latest steps up to MAX_LOG_NUMBERS numbers, as flat JSON lists."""
+    import base64
+
+    from agents_bar_stream.server.limits import MAX_LOG_NUMBERS
+
+    api.create_agent(agent_name, "dqn", obs_size=28_224, action_size=2, hidden_layers=[4], buffer_size=100)
+    rng = np.random.default_rng(11)
+    frames = [rng.integers(0, 256, size=(84, 84, 4), dtype=np.uint8) for _ in range(61)]
+    steps = _steps(frames, "|u1")
+    assert _post(api, agent_name, compress(encode("s", 0, steps)), zstd=True).status_code == 200
+    snap = api.get(f"/snapshots/{agent_name}")
+    assert snap.status_code == 200, snap.text
+    buffer = orjson.loads(base64.b64decode(snap.json()["encoded_buffer"]))["steps"]
+    kept = MAX_LOG_NUMBERS // (2 * 28_224 + 2 + 2)
+    assert len(buffer) == kept < 60
+    assert buffer[-1]["obs"] == frames[59].ravel().tolist() and buffer[-1]["action"] == [1]
+    assert api.post(f"/snapshots/{agent_name}", json=snap.json()).status_code == 200
