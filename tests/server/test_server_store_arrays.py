@@ -100,7 +100,7 @@ def test_json_rows_of_an_older_server_still_read(store, agent_id, tmp_path):
         conn.execute("INSERT INTO batches (agent_id, log_start, producer_id, first_seq, count, data) "
                      "VALUES (?, 0, 'old', 0, 1, ?)", (agent_id, orjson.dumps(old)))
         conn.execute("UPDATE agents SET steps_received = 1 WHERE id = ?", (agent_id,))
-        conn.execute("INSERT INTO producers VALUES (?, 'old', 0)", (agent_id,))
+        conn.execute("INSERT INTO producers (agent_id, producer_id, acked_seq) VALUES (?, 'old', 0)", (agent_id,))
         conn.commit()
     finally:
         conn.close()
