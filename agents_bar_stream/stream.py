@@ -19,7 +19,7 @@ from typing import Any
 from agents_bar_stream import config as cfg
 from agents_bar_stream.exceptions import ClosedError, QueueFullError, StorageError
 from agents_bar_stream.flusher import DeliveryStats, Flusher
-from agents_bar_stream.protocol import StepEncoder, agent_sizes
+from agents_bar_stream.protocol import StepEncoder, agent_obs_shape, agent_sizes
 from agents_bar_stream.session import Session
 from agents_bar_stream.storage import DiskQueue
 
@@ -119,7 +119,8 @@ class Stream:
         self._flusher.hurry()
         self._flusher.wake_up()
 
-    def learn_shapes(self, obs_size: int | None, action_size: int | None, discrete: bool | None) -> None:
+    def learn_shapes(self, obs_size: int | None, action_size: int | None, discrete: bool | None,
+                     obs_shape: tuple[int, ...] | None = None) -> None:
         """The agent's own sizes (from the server): they replace what was learnt from steps.
 
         A wrong first step must not hold every later, correct one to its shape (issue 14): the
@@ -129,7 +130,7 @@ class Stream:
         with self._cond:
             enc = self._encoder
             before = (enc.obs_size, enc.action_size, enc.discrete)
-            enc.confirm(obs_size, action_size, discrete)
+            enc.confirm(obs_size, action_size, discrete, obs_shape)
             if enc.confirmed:
                 self._flusher.mark_agent_known()
             after = (enc.obs_size, enc.action_size, enc.discrete)
@@ -141,7 +142,7 @@ class Stream:
 
     def _on_agent_info(self, info: dict[str, Any]) -> None:
         """The flusher read the agent's details from the server."""
-        self.learn_shapes(*agent_sizes(info))
+        self.learn_shapes(*agent_sizes(info), obs_shape=agent_obs_shape(info))
 
     # --- step() ------------------------------------------------------------------------------------
 
