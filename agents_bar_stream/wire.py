@@ -107,7 +107,8 @@ def check_frame(name: str, a: Any) -> str:
     if key in _FLOATS:
         # min() and max() propagate NaN, and a NaN compares false: one test per end covers NaN, the
         # infinities and (for float64) values beyond float32's range, without a temporary array.
-        low, high = a.min(), a.max()
+        # As Python floats: numpy would compare a float16 with the bound cast to float16 (infinity).
+        low, high = float(a.min()), float(a.max())
         if not (-_MAX_MAGNITUDE <= low and high <= _MAX_MAGNITUDE):
             raise InvalidStepError(_bad_float(name, a))
     return key
@@ -128,7 +129,7 @@ def _bad_float(name: str, a: Any) -> str:
 def _contiguous(a: Any, key: str) -> Any:
     """A buffer of ``a``'s elements in C order and little-endian (a copy only when ``a`` is neither)."""
     if a.dtype.str != key:
-        return a.astype(key)  # big-endian in, little-endian out (astype returns C order)
+        return a.astype(key, order="C")  # big-endian in, little-endian out
     if not a.flags.c_contiguous:
         return sys.modules["numpy"].ascontiguousarray(a)
     return a
