@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -315,7 +316,8 @@ class StepEncoder:
         action, issue 11) is added as a field only when given: a step of a remote act() is unchanged."""
         t = type(obs)
         spec = None
-        if t is not list and t is not tuple and is_array(obs) and is_array(next_obs):
+        np = sys.modules.get("numpy") if t is not list and t is not tuple else None
+        if np is not None and t is np.ndarray and type(next_obs) is np.ndarray:
             if obs.size >= _INLINE_BELOW:
                 return self._encode_arrays(obs, action, reward, next_obs, done, policy_version)
             # A small array (CartPole's 4 floats) is cheaper as a JSON list than as raw bytes with
@@ -374,12 +376,13 @@ class StepEncoder:
         # a right-sized copy is far cheaper than that memory.
         return bytes(memoryview(data))
 
-    def _array_spec(self, obs: Any, next_obs: Any) -> tuple[str, tuple[int, ...]]:
-        """The dtype string and shape of a step's two arrays, held to the agent's (or earlier steps')."""
+    def _array_spec(self, obs: Any, next_obs: Any) -> tuple[str, tuple[int, ...]] | None:
+        """The dtype string and shape of a step's two arrays, held to the agent's (or earlier steps');
+        None when they are those of the last accepted array step (the usual case: nothing to learn)."""
         shape = obs.shape
         dt = self._np_dtype
         if dt is not None and obs.dtype is dt and next_obs.dtype is dt and shape == self.obs_shape == next_obs.shape:
-            return self.obs_dtype, shape  # type: ignore[return-value]  # the usual step: as the last one
+            return None  # the usual step: as the last one, nothing to learn
         if next_obs.shape != shape:
             raise InvalidStepError(f"obs and next_obs must have the same shape, got {shape} and {next_obs.shape}")
         key = dtype_key("obs", obs)
@@ -406,8 +409,8 @@ class StepEncoder:
         if self.obs_size is not None and size != self.obs_size:
             raise self._shape_error(f"obs and next_obs must have {self.obs_size} numbers (the agent's observation "
                                     f"size), got shape {obs.shape} ({size} numbers)")
-        key, shape = self._array_spec(obs, next_obs)
-        check_frame("obs", obs)
+        spec = self._array_spec(obs, next_obs)
+        key = check_frame("obs", obs)
         check_frame("next_obs", next_obs)
         action_v, discrete = self._action(action)
         reward = _plain_number("reward", reward)
@@ -421,7 +424,8 @@ class StepEncoder:
         item = array_item(obs, next_obs, key, action_v, reward, done, policy_version)
         # Learnt only once the whole step is known to be good, as for lists.
         self.obs_size = size
-        self._learn_array(obs, (key, shape))
+        if spec is not None:
+            self._learn_array(obs, spec)
         self.discrete = discrete
         if not discrete:
             self.action_size = len(action_v)

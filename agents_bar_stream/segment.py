@@ -91,13 +91,22 @@ def encode_segment(items: list[bytes], t: float) -> bytes:
 
 
 def _encode_v3(items: list[bytes], t: float) -> bytes:
-    raw = b"".join([part for item in items for part in (_LEN.pack(len(item)), item)])
-    zstandard, flags, body = _zstd(), 0, raw
+    raw_len = sum(map(len, items)) + _LEN.size * len(items)
+    zstandard = _zstd()
     if zstandard is not None:
-        packed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(raw)
-        if len(packed) < len(raw):
-            flags, body = _ZSTD, packed
-    return _HEADER_V3.pack(_MAGIC_V3, t, len(items), zlib.crc32(body), len(raw), flags) + body
+        # Streamed item by item, not joined first: a join copies megabytes while holding the GIL,
+        # and step() (on the user's thread) would wait for it; zstd's own work releases the GIL.
+        stream = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compressobj(size=raw_len)
+        parts = []
+        for item in items:
+            parts.append(stream.compress(_LEN.pack(len(item))))
+            parts.append(stream.compress(item))
+        parts.append(stream.flush())
+        packed = b"".join(parts)
+        if len(packed) < raw_len:
+            return _HEADER_V3.pack(_MAGIC_V3, t, len(items), zlib.crc32(packed), raw_len, _ZSTD) + packed
+    raw = b"".join([part for item in items for part in (_LEN.pack(len(item)), item)])
+    return _HEADER_V3.pack(_MAGIC_V3, t, len(items), zlib.crc32(raw), raw_len, 0) + raw
 
 
 def _decode_v3(blob: bytes) -> tuple[float, int, list[bytes]]:
