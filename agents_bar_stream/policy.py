@@ -331,8 +331,10 @@ class LocalPolicy:
         """Copy one observation into the bound input array, refusing what numpy would broadcast."""
         np = self._np
         if isinstance(obs, np.ndarray):
-            if obs.shape != (self.obs_size,):
-                raise PolicyError(f"an observation must have shape [{self.obs_size}], not {list(obs.shape)}")
+            if obs.size != self.obs_size:
+                raise PolicyError(f"an observation must have {self.obs_size} values, not shape {list(obs.shape)}")
+            # A camera frame (84, 84, 4) is its elements in C order, as step() and the server read it (issue 12).
+            obs = obs.reshape(-1)
         else:
             try:
                 size = len(obs)

@@ -341,3 +341,100 @@ def test_queue_reopened_after_a_crash_delivers_its_array_steps(down_server, user
     log = api_for(srv, user).log(agent_name)
     assert [e["step"]["obs"][0] for e in log] == list(range(40))
     assert all(e["step"]["next_obs"] == [k + 1] * 1024 for k, e in enumerate(log))
+
+
+# --- the flusher's choice of body, against a scripted server (the fake plays /stream/info and /steps) ---
+
+
+class BodyServer:
+    """Plays a server that takes what ``info`` advertises: it decodes each /steps body (binary, maybe
+    zstd, or JSON), records it, and acknowledges all of it. Only the answers are played; the
+    Session, the Flusher and the DiskQueue are the real ones."""
+
+    def __init__(self, info: dict) -> None:
+        from agents_bar_stream.config import Timeouts
+
+        self.timeouts = Timeouts()
+        self.info = {"protocol": 1, "max_batch_steps": 1000, "max_batch_bytes": 8 * 2**20, **info}
+        self.posts: list[dict] = []
+
+    def request(self, method, path, *, body=None, form=None, params=None, token=None, timeout=None, headers=None):
+        from agents_bar_stream.transport import Response
+
+        if path == "/stream/info":
+            return Response(200, {}, orjson.dumps(self.info), method, path)
+        assert path.endswith("/steps") and body is not None, path
+        headers = headers or {}
+        raw = body
+        if headers.get("Content-Encoding") == "zstd":
+            raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=self.info["max_batch_bytes"])
+        kind = headers.get("Content-Type", "application/json")
+        doc = decode_body(raw) if kind == "application/x-agents-bar-steps" else orjson.loads(raw)
+        self.posts.append({"headers": headers, "sent_bytes": len(body), "doc": doc})
+        acked = doc["first_seq"] + len(doc["steps"]) - 1
+        return Response(200, {}, orjson.dumps({"acked_seq": acked}), method, path)
+
+    def close(self) -> None:
+        pass
+
+
+def _flush_with(server: BodyServer, queue: DiskQueue) -> None:
+    from agents_bar_stream.config import RetryPolicy
+    from agents_bar_stream.flusher import Flusher
+    from agents_bar_stream.session import Session
+
+    session = Session("http://fake.invalid", access_token="a-token", transport=server)  # type: ignore[arg-type]
+    flusher = Flusher(queue, session, "fake", batch_size=1000, flush_interval=0.0,
+                      policy=RetryPolicy(initial=0.001, max_delay=0.002), on_progress=lambda *a: None)
+    for _ in range(50):
+        if not queue.committed_pending():
+            break
+        flusher.deliver_once()
+    assert queue.committed_pending() == 0
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_flusher_sends_the_binary_body_to_a_server_that_advertises_it(tmp_path, compress):
+    frames_ = frames("uint8", (84, 84, 4), 30)
+    frames_ = [np.zeros_like(f) + (f % 4) for f in frames_]  # compressible, as rendered frames are
+    enc = StepEncoder()
+    items = [enc.encode(frames_[k], k % 2, 0.5, frames_[k + 1], False) for k in range(30)]
+    queue = DiskQueue(tmp_path / "q", service_url="http://fake.invalid", agent_name="fake")
+    try:
+        queue.write_segment(queue.next_local, items, 0.0)
+        server = BodyServer({"step_encodings": ["application/x-agents-bar-steps"],
+                             "content_encodings": ["zstd"] if compress else []})
+        _flush_with(server, queue)
+    finally:
+        queue.close()
+    assert len(server.posts) == 1
+    post = server.posts[0]
+    assert post["headers"]["Content-Type"] == "application/x-agents-bar-steps"
+    assert post["headers"].get("Content-Encoding") == ("zstd" if compress else None)
+    steps = post["doc"]["steps"]
+    assert [s["obs"].tobytes() for s in steps] == [f.tobytes() for f in frames_[:30]]
+    assert [s["next_obs"].tobytes() for s in steps] == [f.tobytes() for f in frames_[1:31]]
+    assert post["doc"]["data_bytes"] == 31 * 28224  # each frame once
+    if compress:
+        assert post["sent_bytes"] < 31 * 28224 / 2  # 2 bits of noise per byte
+
+
+def test_flusher_sends_json_lists_to_a_server_without_the_encoding_and_keeps_under_its_byte_limit(tmp_path):
+    frames_ = frames("uint8", (16, 16, 4), 40)
+    enc = StepEncoder()
+    items = [enc.encode(frames_[k], 1, 0.0, frames_[k + 1], False) for k in range(40)]
+    limit = 64 * 1024  # each step is ~2 KB queued and ~8 KB as JSON lists
+    queue = DiskQueue(tmp_path / "q", service_url="http://fake.invalid", agent_name="fake")
+    try:
+        queue.write_segment(queue.next_local, items, 0.0)
+        server = BodyServer({"max_batch_bytes": limit})
+        _flush_with(server, queue)
+    finally:
+        queue.close()
+    assert len(server.posts) > 1
+    assert all(p["headers"] == {} and p["sent_bytes"] <= limit for p in server.posts)
+    steps = [s for p in server.posts for s in p["doc"]["steps"]]
+    assert [p["doc"]["first_seq"] for p in server.posts] == [
+        sum(len(q["doc"]["steps"]) for q in server.posts[:i]) + server.posts[0]["doc"]["first_seq"]
+        for i in range(len(server.posts))]
+    assert [s["obs"] for s in steps] == [f.reshape(-1).tolist() for f in frames_[:40]]
