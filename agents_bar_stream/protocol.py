@@ -314,25 +314,28 @@ class StepEncoder:
                policy_version: str | None = None) -> bytes:
         """The step's wire bytes; ``policy_version`` (the version of the local policy that chose the
         action, issue 11) is added as a field only when given: a step of a remote act() is unchanged."""
-        t = type(obs)
         spec = None
-        np = sys.modules.get("numpy") if t is not list and t is not tuple else None
-        if np is not None and t is np.ndarray and type(next_obs) is np.ndarray:
-            if obs.size >= _INLINE_BELOW:
-                return self._encode_arrays(obs, action, reward, next_obs, done, policy_version)
-            # A small array (CartPole's 4 floats) is cheaper as a JSON list than as raw bytes with
-            # a reference: numpy's per-call costs (min/max, a header) are more than the values'
-            # own. Its shape and dtype are held all the same; the values are the same.
-            spec = self._array_spec(obs, next_obs)
-            if obs.ndim == 1:
-                obs_v = obs.tolist()
-                next_v = next_obs.tolist()
-            else:
-                obs_v = obs.ravel().tolist()
-                next_v = next_obs.ravel().tolist()
-        else:
+        if type(obs) is list:  # the usual list step: exactly as before arrays existed (issue 12)
             obs_v = _plain_vector("obs", obs)
             next_v = _plain_vector("next_obs", next_obs)
+        else:
+            np = sys.modules.get("numpy")
+            if np is not None and type(obs) is np.ndarray and type(next_obs) is np.ndarray:
+                if obs.size >= _INLINE_BELOW:
+                    return self._encode_arrays(obs, action, reward, next_obs, done, policy_version)
+                # A small array (CartPole's 4 floats) is cheaper as a JSON list than as raw bytes with
+                # a reference: numpy's per-call costs (min/max, a header) are more than the values'
+                # own. Its shape and dtype are held all the same; the values are the same.
+                spec = self._array_spec(obs, next_obs)
+                if obs.ndim == 1:
+                    obs_v = obs.tolist()
+                    next_v = next_obs.tolist()
+                else:
+                    obs_v = obs.ravel().tolist()
+                    next_v = next_obs.ravel().tolist()
+            else:
+                obs_v = _plain_vector("obs", obs)
+                next_v = _plain_vector("next_obs", next_obs)
         size = self.obs_size
         if size is None:
             size = len(obs_v)

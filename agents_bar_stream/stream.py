@@ -36,6 +36,10 @@ _SEGMENT_BYTES = 4 * 2**20
 # committer (camera frames at 1.5 GB/s) waits for it here instead of growing the process without
 # bound; memory then holds at most about twice this (the buffer and the batch being written).
 _BUFFER_BYTES = 32 * 2**20
+# Steps larger than this count towards _BUFFER_BYTES; smaller ones (CartPole's ~200 bytes) do not, so
+# that their step() pays one comparison for it: 32 MiB of them is 160k steps, far more than the
+# committer leaves in memory between two commits.
+_LARGE_STEP = 2048
 
 
 def _counters(enqueued: int, dropped: int, delivery: DeliveryStats) -> dict[str, Any]:
@@ -82,7 +86,7 @@ class Stream:
         self._cond = threading.Condition(self._lock)
         self.forked = False  # set in a child process after fork(): this stream belongs to the parent
         self._buffer: list[bytes] = []
-        self._buffer_bytes = 0  # what step() counted for the steps in _buffer (see _BUFFER_BYTES)
+        self._buffer_bytes = 0  # what step() counted for the large steps in _buffer (see _BUFFER_BYTES)
         self._buffer_first = self.queue.next_local
         self._buffer_time = 0.0
         # Steps taken by the committer and not yet published. Written by the committer only: under
@@ -175,9 +179,10 @@ class Stream:
                 if not self._buffer:
                     self._buffer_time = time.time()
                 self._buffer.append(data)
-                self._buffer_bytes += size
-                if self._buffer_bytes > _BUFFER_BYTES:
-                    self._wait_for_committer()
+                if size > _LARGE_STEP:  # one test for a list step (~200 bytes); frames are counted
+                    self._buffer_bytes += size
+                    if self._buffer_bytes > _BUFFER_BYTES:
+                        self._wait_for_committer()
             self._next_local += 1
             self._bytes += size
             self.enqueued += 1
@@ -284,7 +289,7 @@ class Stream:
                 # Keep the unwritten steps in memory, in front of the newer ones, and refuse new
                 # steps until a commit succeeds: nothing accepted is given up because the disk is full.
                 self._buffer = items[done:] + self._buffer
-                self._buffer_bytes = sum(map(len, self._buffer)) + len(self._buffer)
+                self._buffer_bytes = sum(len(item) + 1 for item in self._buffer if len(item) + 1 > _LARGE_STEP)
                 self._buffer_first = first + done
                 self._committing = 0
                 if self._storage_error is None:
