@@ -27,6 +27,8 @@ from agents_bar_stream.segment import SegmentDamaged, decode_segment, encode_seg
 from agents_bar_stream.storage import DiskQueue
 from agents_bar_stream.wire import binary_body, item_to_json, json_body
 
+pytestmark = pytest.mark.timeout(60)  # the tests against the server say their own
+
 DTYPES = ["uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
 
 
