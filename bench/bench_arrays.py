@@ -160,6 +160,47 @@ def cartpole_run(blocks: int, block: int, workdir: Path) -> Dict[str, Any]:
     return {kind: c.summarize_ns(v) for kind, v in lat.items()}
 
 
+def delivery_run(frames: List[Any], n: int, workdir: Path) -> Dict[str, Any]:
+    """Frames delivered to our server on loopback, as today's server takes them: JSON lists, at most
+    4096 numbers per observation, so 32x32x4 crops of the rendered frames. Time from the first step
+    to flush() returning; raw array bytes (obs + next_obs) per second of that."""
+    import numpy as np
+
+    from agents_bar_stream import RemoteAgent, StreamOptions
+
+    crops = [np.ascontiguousarray(f[26:58, 26:58, :]) for f in frames]
+    server = c.start_server(workdir / "server")
+    try:
+        import requests
+
+        name = c.agent_name("deliver")
+        api = f"{server.url}/api/v1"
+        token = requests.post(f"{api}/login/access-token", data={"username": c.USER[0], "password": c.USER[1]},
+                              timeout=30).json()["access_token"]
+        # A replay buffer of 4096-number observations must be small enough for the server's memory cap.
+        created = requests.post(f"{api}/agents/", timeout=30, headers={"Authorization": f"Bearer {token}"}, json={
+            "name": name, "model": "dqn", "description": None, "is_active": True,
+            "config": {"obs_size": 4096, "action_size": 2, "buffer_size": 20_000}})
+        created.raise_for_status()
+        client = c.our_client(server.url)
+        agent = RemoteAgent(client, name, stream=StreamOptions(queue_dir=workdir / "deliver-q"))
+        agent.open_queue()
+        t0 = time.perf_counter()
+        for i in range(n):
+            k = i % POOL
+            agent.step(crops[k], i & 1, 1.0, crops[k + 1], False)
+        delivered = agent.flush(timeout=600)
+        elapsed = time.perf_counter() - t0
+        stats = agent.stats
+        agent.close(timeout=5)
+        client.close()
+    finally:
+        server.stop()
+    raw = n * 2 * 4096
+    return {"steps": n, "delivered": delivered, "elapsed_s": elapsed, "steps_per_s": n / elapsed,
+            "raw_mb_per_s": raw / elapsed / 1e6, "mode": stats.get("mode"), "dead_lettered": stats.get("dead_lettered")}
+
+
 def main() -> None:
     parser = c.base_args(__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=None, help="frame steps (default 100000; quick 10000)")
@@ -175,6 +216,7 @@ def main() -> None:
         cart = cartpole_run(6 if args.quick else 20, 5000, workdir)
         bare = bare_copies(frames, min(n, 20_000))
         fr = frames_run(frames, n, workdir)
+        dl = delivery_run(frames, 2_000 if args.quick else 10_000, workdir)
     lat = fr["latency"]
     ratio = cart["numpy float32"]["p50_us"] / cart["lists"]["p50_us"]
     rss = fr["rss"]
@@ -189,6 +231,9 @@ def main() -> None:
         ["client RSS (MB) at 0 / 10k / ... steps", " / ".join(f"{b / 2**20:,.0f}" for _, b in rss), "flat", ""],
         ["steps in memory or on disk when the loop ended", f"{fr['pending_at_end']:,}", "", ""],
         ["close() (commit of what was in memory), s", f"{fr['close_s']:.2f}", "", ""],
+        ["delivered to our server on loopback, 32x32x4 uint8 as JSON lists (today's server), raw MB/s",
+         f"{dl['raw_mb_per_s']:.1f} ({dl['steps_per_s']:,.0f} steps/s, {dl['steps']:,} steps, "
+         f"dead letters {dl['dead_lettered']})", ">= 100 (binary body, needs the server side)", ""],
         ["CartPole step() p50, lists (µs)", c.fmt_us(cart["lists"]["p50_us"]), "", ""],
         ["CartPole step() p50, numpy float32 (µs)", c.fmt_us(cart["numpy float32"]["p50_us"]), "", ""],
         ["numpy / lists (p50)", f"{ratio:.2f}x", "<= 1.3x", c.verdict(ratio <= 1.3)],
@@ -198,7 +243,7 @@ def main() -> None:
           + f"\n\nFrames: CartPole-v1 rgb_array renders, grey, 84x84 area average, stacked 4; {POOL} "
             f"transitions cycled (rendered in {render_s:.1f} s). Queue: durability batch, zstd level 1 segments.\n")
     print(md)
-    c.save("bench_arrays", {"n": n, "bare_copies": bare, "frames": {k: v for k, v in fr.items()}, "cartpole": cart,
+    c.save("bench_arrays", {"n": n, "delivery_json": dl, "bare_copies": bare, "frames": fr, "cartpole": cart,
                             "numpy_over_lists_p50": ratio, "render_s": render_s, "pid": os.getpid()}, md, args.quick)
 
 
