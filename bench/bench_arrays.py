@@ -202,6 +202,8 @@ def delivery_run(frames: List[Any], n: int, workdir: Path) -> Dict[str, Any]:
 
 
 def main() -> None:
+    # gymnasium renders through pygame, which wants a display unless told otherwise (set before it loads).
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     parser = c.base_args(__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=None, help="frame steps (default 100000; quick 10000)")
     args = parser.parse_args()
