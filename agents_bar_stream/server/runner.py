@@ -134,6 +134,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--part1-only", dest="streaming", action="store_false",
         help="speak only Part 1 of the protocol, like an old Agents Bar (to test clients against one)",
     )
+    parser.add_argument(
+        "--json-steps-only", dest="binary_steps", action="store_false",
+        help="take POST /steps as JSON only and do not advertise the binary steps, like a server from before "
+             "them (to test clients against one)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="(default: %(default)s)")
 
@@ -222,6 +227,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         learn=args.learn,
         save_interval=args.save_interval,
         streaming=args.streaming,
+        binary_steps=args.binary_steps,
     )
     # torch and the rest are imported by now: move their millions of objects out of the garbage
     # collector's sight. Otherwise each full collection, which parsing a large /steps body sets
