@@ -267,6 +267,18 @@ class RemoteAgent:
             ``"auto"`` (the server; the local policy answers when the server does not in time).
             ``"local"`` and ``"auto"`` need the ``local`` extra (numpy, onnxruntime).
         policy_refresh: seconds between two checks for a new policy (conditional GETs; default 5).
+        on_delivered: ``callable(first_seq, last_seq)`` called after each batch the server
+            acknowledged (the producer's sequence numbers, as ``GET .../producers/{id}`` counts).
+        on_error: ``callable(exc, info)`` called for what retrying cannot fix: credentials refused
+            after a fresh login (``info["kind"] == "authentication"``), a step dead-lettered
+            (``"dead_letter"``, with its ``seq``), the agent deleted (``"agent_deleted"``), a
+            ``base_url`` that does not speak the protocol (``"wrong_service"``); and for an outage
+            (``"outage"``), a 404 (``"agent_not_found"``) or another refusal (``"refused"``) once it
+            has lasted ``StreamOptions.error_interval`` (60 s). A problem that goes on is reported
+            again at most once per ``error_interval``. ``info`` also has ``agent``, ``pending`` and
+            ``seconds`` (how long the problem has lasted).
+            Both callbacks run on the background delivery thread: keep them short (hand work to
+            your own thread or queue); one that raises is logged and delivery goes on.
         Any other keyword is an agent hyperparameter sent with ``create_agent`` (numbers, strings or
         bools), as with the published client.
     """
@@ -274,7 +286,9 @@ class RemoteAgent:
     def __init__(self, client: Client | None, agent_name: str, *, act_timeout: float = cfg.DEFAULT_ACT_TIMEOUT,
                  fallback: Callable[[Any], ActionType] | None = None, description: str | None = None,
                  config: Mapping[str, Any] | None = None, stream: cfg.StreamOptions | None = None,
-                 policy: str = "remote", policy_refresh: float = 5.0, **kwargs: Any) -> None:
+                 policy: str = "remote", policy_refresh: float = 5.0,
+                 on_delivered: Callable[[int, int], None] | None = None,
+                 on_error: Callable[[Exception, dict[str, Any]], None] | None = None, **kwargs: Any) -> None:
         if not is_valid_agent_name(agent_name):
             # The name goes into URLs and the default queue directory's name: refuse what could
             # be read as a path or a query there, as the server does.
@@ -295,6 +309,11 @@ class RemoteAgent:
         if fallback is not None and not callable(fallback):
             raise ConfigurationError("fallback must be a callable taking obs and returning an action")
         self.fallback = fallback
+        for name, callback in (("on_delivered", on_delivered), ("on_error", on_error)):
+            if callback is not None and not callable(callback):
+                raise ConfigurationError(f"{name} must be a callable or None, got {type(callback).__name__}")
+        self._on_delivered = on_delivered
+        self._on_error = on_error
         if policy not in POLICY_MODES:
             raise ConfigurationError(f"policy must be one of {', '.join(map(repr, POLICY_MODES))}, got {policy!r}")
         if (isinstance(policy_refresh, bool) or not isinstance(policy_refresh, (int, float))
@@ -849,7 +868,8 @@ class RemoteAgent:
                     discrete = is_discrete(self._agent_model) if self._agent_model else None
                     stream = Stream(self._session, self.agent_name, obs_size=self._obs_size,
                                     action_size=self._action_size, discrete=discrete, confirmed=self._sizes_confirmed,
-                                    options=self._stream_options)
+                                    options=self._stream_options, on_delivered=self._on_delivered,
+                                    on_error=self._on_error)
                     self._stream_obj = stream
         return stream
 
@@ -909,7 +929,12 @@ class RemoteAgent:
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is acknowledged by the server; True if it was in time."""
+        """Wait until everything queued so far is acknowledged by the server; True if it was in time.
+
+        Raises :class:`AuthenticationError` when the server refuses the credentials (after a fresh
+        login) while it waits: that is what stops delivery, and waiting longer would not help.
+        The steps stay queued either way.
+        """
         _check_number("timeout", timeout, allow_none=True)
         self._check_open()
         if self._stream_obj is None:

@@ -13,11 +13,12 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from agents_bar_stream import config as cfg
-from agents_bar_stream.exceptions import ClosedError, QueueFullError, StorageError
+from agents_bar_stream.exceptions import AuthenticationError, ClosedError, QueueFullError, StorageError
 from agents_bar_stream.flusher import DeliveryStats, Flusher
 from agents_bar_stream.protocol import StepEncoder, agent_sizes
 from agents_bar_stream.session import Session
@@ -54,7 +55,9 @@ class Stream:
 
     def __init__(self, session: Session, agent_name: str, *, obs_size: int | None, action_size: int | None,
                  discrete: bool | None, confirmed: bool = False,
-                 options: cfg.StreamOptions = cfg.StreamOptions()) -> None:
+                 options: cfg.StreamOptions = cfg.StreamOptions(),
+                 on_delivered: Callable[[int, int], None] | None = None,
+                 on_error: Callable[[Exception, dict[str, Any]], None] | None = None) -> None:
         self.pid = os.getpid()
         self.agent_name = agent_name
         directory = options.queue_dir
@@ -92,7 +95,8 @@ class Stream:
         self._flusher = Flusher(self.queue, session, agent_name, batch_size=options.batch_size,
                                 flush_interval=options.flush_interval, policy=options.retry_policy,
                                 on_progress=self._on_progress, on_agent_info=self._on_agent_info,
-                                agent_known=confirmed)
+                                agent_known=confirmed, on_delivered=on_delivered, on_error=on_error,
+                                error_interval=options.error_interval)
         self._committer: threading.Thread | None = None
         self._commit_wake = threading.Event()
         _LIVE.add(self)
@@ -285,11 +289,16 @@ class Stream:
         return len(self._buffer) + self._committing
 
     def flush(self, timeout: float | None = None) -> bool:
-        """True once every step queued before the call is acknowledged; False when ``timeout`` passes first."""
+        """True once every step queued before the call is acknowledged; False when ``timeout`` passes first.
+
+        Raises :class:`AuthenticationError` when the server refuses the credentials during the
+        wait (after a fresh login): waiting longer could not help. The steps stay queued.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         target = self._next_local - 1
         if self.pending == 0:
             return True
+        refusals = self._flusher.auth_refusals
         self.start()
         self._commit_wake.set()
         self._flusher.hurry()
@@ -297,6 +306,11 @@ class Stream:
             while True:
                 if self.queue.delivered_through(target, self._in_memory):
                     return True
+                refused = self._flusher.auth_error
+                if refused is not None and self._flusher.auth_refusals != refusals:
+                    raise AuthenticationError(
+                        f"delivery of {self.agent_name!r} stopped: {refused}; {self._pending_locked()} steps stay "
+                        "queued and are sent once the credentials are accepted", status=refused.status)
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -315,7 +329,10 @@ class Stream:
             return
         timeout = self.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        delivered = self.flush(timeout) if self._started else self.pending == 0
+        try:
+            delivered = self.flush(timeout) if self._started else self.pending == 0
+        except AuthenticationError:
+            delivered = False  # said by flush() to whoever called it; close() keeps the steps on disk
         with self._cond:
             self._closed = True
             self._cond.notify_all()
