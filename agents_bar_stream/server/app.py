@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from agents_bar_stream.server.api import agents, auth, policy, snapshots, stream
 from agents_bar_stream.server.errors import install_error_handlers
 from agents_bar_stream.server.learner import DEFAULT_SAVE_INTERVAL
+from agents_bar_stream.server.metrics import MetricsMiddleware, ServerMetrics, metrics_endpoint
 from agents_bar_stream.server.limits import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_BATCH_STEPS,
@@ -51,6 +52,8 @@ def create_app(
     learn: bool = True,
     save_interval: float = DEFAULT_SAVE_INTERVAL,
     streaming: bool = True,
+    metrics: str = "token",
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """The server application over ``data_dir`` (created when missing).
 
@@ -58,6 +61,11 @@ def create_app(
     Learner threads start with the application's lifespan and stop (saving weights) with it.
     With ``streaming=False`` the server speaks Part 1 only, as an old Agents Bar would: the
     streaming and policy endpoints answer 404, so clients can be tested against an old server.
+
+    ``GET /metrics`` (Prometheus text, ``server/metrics.py``) names every account's agents, so by
+    default (``metrics="token"``) it needs ``Authorization: Bearer <metrics_token>`` (a secret of
+    the operator's, not a user's login token; without one it answers 403); ``"public"`` serves
+    it to anyone who can reach the port (bind it to a private address), ``"off"`` not at all.
     """
     state = open_state(
         Path(data_dir),
@@ -71,6 +79,12 @@ def create_app(
     app = FastAPI(title="Agents Bar (agents-bar-stream)", lifespan=_lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
     install_error_handlers(app)
+    if metrics != "off":
+        app.state.metrics = ServerMetrics(state, mode=metrics, token=metrics_token)
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+        app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    else:
+        app.state.metrics = None
     # The order of the routes is the order of matching; none of these paths overlap across routers.
     app.include_router(auth.router)
     app.include_router(agents.router)

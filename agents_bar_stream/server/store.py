@@ -364,6 +364,10 @@ class Store:
         )
         return row[0] if row else -1
 
+    def producer_positions(self) -> list[tuple[int, str, int]]:
+        """``(agent_id, producer_id, acked_seq)`` of every producer of every agent (for /metrics)."""
+        return self._reader().execute("SELECT agent_id, producer_id, acked_seq FROM producers").fetchall()
+
     def steps_received(self, agent_id: int) -> int:
         row = self._reader().execute("SELECT steps_received FROM agents WHERE id = ?", (agent_id,)).fetchone()
         return row[0] if row else 0

@@ -42,6 +42,8 @@ async def post_steps(request: Request, row: CurrentAgent, state: State) -> Respo
     limits = state.settings.batch_limits()
     body = await read_body(request, state.settings.max_batch_bytes, too_large=limits)
     result = await run_in_threadpool(_apply_steps, state, row, body)
+    if request.app.state.metrics is not None:
+        request.app.state.metrics.steps(row.owner, row.name, result["applied"], result["duplicates"])
     runtime = state.learners.peek(row.id)
     if runtime is not None and result["applied"]:
         runtime.notify()
