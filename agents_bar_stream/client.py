@@ -364,7 +364,8 @@ class RemoteAgent:
         self._discrete: bool | None = None
         self._sizes_confirmed = False  # the sizes above are the agent's own (create_agent, sync), not a guess
         self.loss: dict[str, float] = {}
-        self._act_stats = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0, "act_local": 0, "act_remote": 0}
+        self._act_stats: dict[str, Any] = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0, "act_local": 0,
+                                           "act_remote": 0, "act_seconds": 0.0}
         self._stream_obj: Stream | None = None
         self._left_at_close = 0
         self._stream_lock = threading.Lock()
@@ -656,7 +657,16 @@ class RemoteAgent:
         Remotely a batch needs the agent's observation size known (``create_agent``, ``sync()``, the
         ``obs_size`` keyword): without it, or when the rows are not that size, a 2-D input is taken
         as one observation that was not flattened, and refused with ConfigurationError.
+
+        ``stats["act_seconds"]`` adds up the time spent in act() (with ``act_calls``: the mean latency).
         """
+        started = time.perf_counter()
+        try:
+            return self._act(obs, noise, timeout)
+        finally:
+            self._act_stats["act_seconds"] += time.perf_counter() - started
+
+    def _act(self, obs: Any, noise: float, timeout: float | None) -> Any:
         self._check_open()
         if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise <= 1:
             raise ConfigurationError(f"noise must be a number in [0, 1], got {noise!r}")

@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from agents_bar_stream.server.api import agents, auth, policy, snapshots, stream
 from agents_bar_stream.server.errors import install_error_handlers
 from agents_bar_stream.server.learner import DEFAULT_SAVE_INTERVAL
-from agents_bar_stream.server.metrics import MetricsMiddleware, ServerMetrics, metrics_endpoint
 from agents_bar_stream.server.limits import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_BATCH_STEPS,
@@ -27,6 +26,7 @@ from agents_bar_stream.server.limits import (
     MAX_AGENTS_PER_USER,
     MAX_UPLOADS_AT_ONCE,
 )
+from agents_bar_stream.server.metrics import MetricsMiddleware, ServerMetrics, metrics_endpoint
 from agents_bar_stream.server.state import ServerState, Settings, open_state
 
 __all__ = [

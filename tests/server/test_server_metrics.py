@@ -75,8 +75,8 @@ def test_values_move_as_steps_are_sent_acted_and_learned(metrics_server, user, a
         assert value(after, "agents_bar_http_request_duration_seconds_count", method="POST", route=steps_route) == 2
         assert value(after, "agents_bar_http_responses_total", method="GET", route="unmatched", status="404") == 1
         assert not any(agent_name in dict(labels).get("route", "") for _, labels in after)
-        assert value(after, "agents_bar_act_duration_seconds_count") == value(before,
-                                                                              "agents_bar_act_duration_seconds_count") + 1
+        acts = "agents_bar_act_duration_seconds_count"
+        assert value(after, acts) == value(before, acts) + 1
 
         # The learner catches up: learned reaches the log, the backlog drains to 0.
         def learned() -> bool:

@@ -152,7 +152,7 @@ def test_outage_reported_after_the_interval_then_at_most_once_per_interval(down_
     assert all(isinstance(exc, ServiceUnavailableError) for exc, _, _ in errors)
     assert errors[0][2] - started >= 0.6 - 0.05  # not before the outage lasted error_interval
     assert errors[0][1]["seconds"] >= 0.55 and errors[0][1]["pending"] == 5
-    gaps = [b[2] - a[2] for a, b in zip(errors, errors[1:])]
+    gaps = [b[2] - a[2] for a, b in zip(errors, errors[1:], strict=False)]
     assert all(g >= 0.6 - 0.05 for g in gaps)  # rate-limited
     assert len(errors) <= elapsed / 0.6 + 1
     down_server.start(timeout=120)
