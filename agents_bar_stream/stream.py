@@ -15,10 +15,17 @@ import time
 import weakref
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from agents_bar_stream import config as cfg
-from agents_bar_stream.exceptions import AuthenticationError, ClosedError, QueueFullError, StorageError
+from agents_bar_stream.exceptions import (
+    AuthenticationError,
+    ClosedError,
+    QueueFullError,
+    QueueLockedError,
+    StorageError,
+)
 from agents_bar_stream.flusher import DeliveryStats, Flusher
 from agents_bar_stream.protocol import StepEncoder, agent_sizes
 from agents_bar_stream.session import Session
@@ -45,6 +52,38 @@ def idle_stats(durability: str) -> dict[str, Any]:
             "queue_dir": None, "producer_id": None, "durability": durability, "storage_error": None, "damaged": []}
 
 
+#: Most worker queues of one agent under one root (slots 0 .. MAX_WORKER_SLOTS - 1).
+MAX_WORKER_SLOTS = 256
+
+
+def worker_slot_dir(base: Path, slot: int) -> Path:
+    """The queue directory of worker ``slot`` of the agent whose default queue is ``base`` (slot 0)."""
+    return base if slot == 0 else base.with_name(f"{base.name}.w{slot}")
+
+
+def open_worker_slot(base: Path, *, service_url: str, agent_name: str) -> DiskQueue:
+    """The first worker queue of the agent that no process (nor RemoteAgent here) holds.
+
+    N processes or threads streaming to one agent with the default queue_dir need nothing by hand:
+    the first takes ``base`` (the queue of a single-process program, as before), the next ones
+    ``base.w1``, ``base.w2``, ... each with its own producer id. A slot is claimed by the queue's
+    lock (an flock, which the kernel gives back however its process dies), and slots are tried
+    lowest first: a restarted worker takes the slot a dead one left, with its steps, and
+    delivers them. Raises QueueLockedError when every slot is held.
+    """
+    for slot in range(MAX_WORKER_SLOTS):
+        directory = worker_slot_dir(base, slot)
+        try:
+            queue = DiskQueue(directory, service_url=service_url, agent_name=agent_name)
+        except QueueLockedError:
+            continue
+        if slot:
+            logger.info("the queue of %r at %s is in use; this RemoteAgent uses worker queue %s (producer %s)",
+                        agent_name, base, directory, queue.producer_id)
+        return queue
+    raise QueueLockedError(f"all {MAX_WORKER_SLOTS} worker queues of {agent_name!r} under {base.parent} are in use")
+
+
 # Streams alive in this process, for the fork and exit hooks (weak: an agent that is garbage
 # collected takes its stream with it).
 _LIVE: weakref.WeakSet[Stream] = weakref.WeakSet()
@@ -60,10 +99,11 @@ class Stream:
                  on_error: Callable[[Exception, dict[str, Any]], None] | None = None) -> None:
         self.pid = os.getpid()
         self.agent_name = agent_name
-        directory = options.queue_dir
-        if directory is None:
-            directory = cfg.default_queue_dir(session.base_url, agent_name)
-        self.queue = DiskQueue(directory, service_url=session.base_url, agent_name=agent_name)
+        if options.queue_dir is None:
+            self.queue = open_worker_slot(cfg.default_queue_dir(session.base_url, agent_name),
+                                          service_url=session.base_url, agent_name=agent_name)
+        else:
+            self.queue = DiskQueue(options.queue_dir, service_url=session.base_url, agent_name=agent_name)
         self.durability = options.durability
         self.commit_interval = options.commit_interval
         self.max_pending_bytes = options.max_pending_bytes
