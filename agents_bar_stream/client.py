@@ -13,6 +13,7 @@ import logging
 import numbers
 import os
 import random
+import re
 import shutil
 import threading
 import time
@@ -368,6 +369,9 @@ class RemoteAgent:
                                            "act_remote": 0, "act_seconds": 0.0}
         self._stream_obj: Stream | None = None
         self._left_at_close = 0
+        # What remove() did with the local queue(s): {"deleted": [dirs], "kept": [{queue_dir, pending,
+        # dead_letters}], "in_use": [dirs]}; None until remove() deleted the agent.
+        self._queue_removed: dict[str, list[Any]] | None = None
         self._stream_lock = threading.Lock()
         self._closed = False
         self._resume_earlier_queue()
@@ -534,7 +538,9 @@ class RemoteAgent:
         A deleted agent's queue ends with it: a new agent of the same name is a new stream
         (numbered from 0, under a new producer id), and steps the old one had not delivered are
         never sent to it. They are kept, set aside in ``<queue_dir>.removed-<time>-<producer>``
-        with a WARNING that says how many; an empty queue is simply deleted.
+        with a WARNING that says how many; an empty queue is simply deleted (the agent's worker
+        queues too). ``stats["queue_removed"]`` then says which directories were deleted, which
+        were kept (with their pending steps and dead letters) and which another process still uses.
         """
         if agent_name is None or agent_name != self.agent_name:
             if quite:
@@ -561,8 +567,23 @@ class RemoteAgent:
             stream, self._stream_obj = self._stream_obj, None
         if stream is not None and stream.pid == os.getpid():
             stream.close(0, retiring=True)  # stops the threads and writes what is in memory to disk
-        directory = Path(self._stream_options.queue_dir
-                         or cfg.default_queue_dir(self._client.base_url, self.agent_name))
+        report: dict[str, list[Any]] = {"deleted": [], "kept": [], "in_use": []}
+        self._queue_removed = report
+        if self._stream_options.queue_dir is not None:
+            self._retire_directory(Path(self._stream_options.queue_dir), stream, report)
+            return
+        # The agent's worker queues too (base, base.w1, ...): those no other process holds.
+        base = cfg.default_queue_dir(self._client.base_url, self.agent_name)
+        slots = [base]
+        if base.parent.is_dir():
+            pattern = re.compile(re.escape(base.name) + r"\.w[0-9]+")
+            slots += sorted(p for p in base.parent.iterdir() if pattern.fullmatch(p.name))
+        for directory in slots:
+            ours = stream is not None and Path(stream.queue.directory) == directory
+            self._retire_directory(directory, stream if ours else None, report)
+
+    def _retire_directory(self, directory: Path, stream: Stream | None, report: dict[str, list[Any]]) -> None:
+        """Delete one queue directory of the deleted agent when it is empty, else set it aside (and say so)."""
         if not (directory / "data").is_dir():
             return
         from agents_bar_stream.storage import read_queue_summary  # noqa: PLC0415 (keeps import light)
@@ -580,10 +601,13 @@ class RemoteAgent:
         if holder is not None and (holder != str(os.getpid()) or stream is None):
             logger.warning("agent %r was deleted but its queue %s is still in use (process %s); a new agent of "
                            "that name needs its own queue_dir", self.agent_name, directory, holder)
+            report["in_use"].append(str(directory))
             return
         try:
             if summary["pending"] == 0 and summary["dead_letters"] == 0 and holder is None:
                 shutil.rmtree(directory)
+                logger.info("agent %r was deleted; its empty queue %s is deleted too", self.agent_name, directory)
+                report["deleted"].append(str(directory))
                 return
             stamp = time.strftime("%Y%m%dT%H%M%S")
             target = directory.with_name(f"{directory.name}.removed-{stamp}-{summary['producer_id']}")
@@ -593,8 +617,11 @@ class RemoteAgent:
                            "name may find the old numbering", self.agent_name, directory, exc)
             return
         logger.warning("agent %r was deleted with %d undelivered steps and %d dead letters in its queue; they are "
-                       "kept in %s and are not sent to a new agent of that name", self.agent_name,
+                       "kept in %s and are not sent to a new agent of that name (`agents-bar-stream queue gc` "
+                       "deletes such queues once they are old enough)", self.agent_name,
                        summary["pending"], summary["dead_letters"], target)
+        report["kept"].append({"queue_dir": str(target), "pending": summary["pending"],
+                               "dead_letters": summary["dead_letters"]})
 
     def info(self) -> dict[str, Any]:
         """The agent's details as the server has them."""
@@ -977,6 +1004,7 @@ class RemoteAgent:
             from agents_bar_stream.stream import idle_stats  # noqa: PLC0415
 
             out.update(idle_stats(self._stream_options.durability))
+        out["queue_removed"] = self._queue_removed
         return out
 
     def close(self, timeout: float | None = None) -> None:
