@@ -311,7 +311,8 @@ def _export_salvaged(steps: list[dict[str, Any]], target: str) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.all == bool(args.queue_dir):
-        raise CommandError("give either QUEUE_DIR or --all", EXIT_USAGE)
+        raise CommandError(f"give QUEUE_DIR or --all (one of them is required, not both; see `{PROG} queue replay "
+                           "--help`)", EXIT_USAGE)
     if not args.all:
         return _replay_one(args, queue_dir(args.queue_dir))
     root = _queue_root(args)
