@@ -31,17 +31,15 @@ def value(samples: dict, name: str, **labels) -> float:
 
 
 @pytest.fixture(scope="module")
-def metrics_server(tmp_path_factory):
+def metrics_server(tmp_path_factory, user):
     """A private server whose /metrics needs TOKEN (module-wide: one start for these tests)."""
-    from conftest import USERS
-
     from agents_bar_stream.server.process import LocalServer
 
     root = tmp_path_factory.mktemp("metrics")
     token_file = root / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    srv = LocalServer(root / "data", users=list(USERS.items()),
+    srv = LocalServer(root / "data", users=[user],
                       extra_args=["--metrics-token-file", str(token_file)])
     srv.start(timeout=120)
     yield srv
@@ -101,13 +99,13 @@ def test_values_move_as_steps_are_sent_acted_and_learned(metrics_server, user, a
 
 
 @pytest.mark.timeout(60)
-def test_metrics_need_the_token(metrics_server, server):
+def test_metrics_need_the_token(metrics_server, server, user):
     url = metrics_server.url
     for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {TOKEN}"}):
         resp = requests.get(f"{url}/metrics", headers=headers, timeout=10)
         assert resp.status_code == 401 and "metrics token" in resp.json()["detail"]
     # A user's login token is not the metrics token: the metrics name every account's agents.
-    user_token = login(url, "alice", "alice-password-1")
+    user_token = login(url, *user)
     assert requests.get(f"{url}/metrics", headers={"Authorization": f"Bearer {user_token}"},
                         timeout=10).status_code == 401
     # A server started without a metrics token refuses and says how to set one up.
