@@ -66,6 +66,7 @@ ACT_TIMEOUT = 0.25  # seconds; over the flaky link act() falls back to a random 
 # link then costs a few dozen random steps, not whole good episodes; an outage, a probe now and then.
 OFFLINE_HOLD_MIN, OFFLINE_HOLD_MAX = 0.1, 2.0
 OUTAGE_SECONDS = 10.0
+POLICY_REFRESH = 1.0  # seconds between the client's conditional GETs of the agent's policy
 # The environment's control period: a real system steps at its own rate whatever the network does.
 # Without it a loop acting locally (the link down) would race through a simulated CartPole at
 # thousands of steps a second, which shows nothing about keeping pace.
@@ -98,6 +99,11 @@ class DemoResult:
     act_max_ms: float = 0.0
     act_fallbacks: int = 0
     local_actions: int = 0
+    policy: str = "auto"  # RemoteAgent's policy mode: where act() ran
+    act_remote: int = 0  # act() answers from the server
+    act_local: int = 0  # act() answers from the agent's policy run here (ONNX Runtime)
+    policy_version: str | None = None  # the local policy's version at the end
+    policy_lag: dict[str, Any] | None = None  # the server's GET /agents/{name} policy_lag at the end
     peak_pending: int = 0
     throttle_seconds: float = 0.0
     outage: tuple[int, int] | None = None  # episodes during which the link was down
@@ -181,6 +187,7 @@ class _Pacer:
         self.received = 0
         self.learned = 0
         self.waited = 0.0
+        self.policy_lag: dict[str, Any] | None = None
 
     def refresh(self) -> None:
         try:
@@ -190,6 +197,8 @@ class _Pacer:
             return
         self.received = int(info.get("steps_received", 0))
         self.learned = int(info.get("steps_learned", 0))
+        lag = info.get("policy_lag")
+        self.policy_lag = lag if isinstance(lag, dict) else None
 
     def wait_for_learner(self, max_wait: float = 30.0) -> None:
         self.refresh()
@@ -204,13 +213,19 @@ class _Pacer:
 
 def run_demo(*, url: str | None = None, username: str | None = None, password: str | None = None,
              token: str | None = None, episodes: int = 400, flaky: bool = False, seed: int = 0,
-             plot: str | None = "demo-learning-curve.png", quiet: bool = False,
+             plot: str | None = "demo-learning-curve.png", quiet: bool = False, policy: str = "auto",
              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> DemoResult:
     """Run the demo and return what happened; prints a summary to ``out`` and progress to ``err``.
+
+    ``policy`` is the RemoteAgent's policy mode: ``"auto"`` (the server acts; the agent's exported
+    policy acts here when the server does not answer in time, so an outage is not random play),
+    ``"remote"`` (the server only; random actions when it does not answer) or ``"local"``.
 
     Raises :class:`DemoError` when it cannot run, and the client's own errors (AgentsBarError) when
     the server refuses something (bad credentials, for instance).
     """
+    if policy not in ("auto", "remote", "local"):
+        raise DemoError(f"policy must be auto, remote or local, got {policy!r}")
     gym = _import_extras(bool(plot))
     workdir = Path(tempfile.mkdtemp(prefix="agents-bar-demo-"))
     keep_workdir = False
@@ -222,13 +237,14 @@ def run_demo(*, url: str | None = None, username: str | None = None, password: s
                 token = None
             admin, link, proxy = _open_links(cleanup, url, username, password, token, flaky=flaky, seed=seed)
             rng = random.Random(seed)
-            agent = _make_agent(cleanup, admin, link, workdir, seed=seed, rng=rng)
+            agent = _make_agent(cleanup, admin, link, workdir, seed=seed, rng=rng, policy=policy)
             if not quiet:
                 where = admin.base_url if proxy is None else f"{admin.base_url} through a flaky proxy at {proxy.url}"
-                print(f"agent {agent.agent_name} (dqn) on {where}; {ENV_ID}, up to {episodes} episodes, seed {seed}",
-                      file=err, flush=True)
+                print(f"agent {agent.agent_name} (dqn, policy {policy}) on {where}; {ENV_ID}, up to {episodes} "
+                      f"episodes, seed {seed}", file=err, flush=True)
 
             result = _loop(gym, agent, admin, proxy, episodes=episodes, seed=seed, rng=rng, quiet=quiet, err=err)
+            result.policy = policy
             _count_deliveries(result, agent, admin, proxy)
             result.wall_time = time.monotonic() - started
             if plot:
@@ -282,7 +298,7 @@ def _open_links(cleanup: ExitStack, url: str, username: str | None, password: st
 
 
 def _make_agent(cleanup: ExitStack, admin: Client, link: Client, workdir: Path, *, seed: int,
-                rng: random.Random) -> RemoteAgent:
+                rng: random.Random, policy: str) -> RemoteAgent:
     """A new DQN agent on the server, and the RemoteAgent that streams to it over ``link``, its queue open."""
     import orjson
 
@@ -298,6 +314,9 @@ def _make_agent(cleanup: ExitStack, admin: Client, link: Client, workdir: Path, 
     agent = RemoteAgent(
         link, name, agent_model="dqn", obs_size=4, action_size=2,
         act_timeout=ACT_TIMEOUT, fallback=lambda obs: rng.randrange(2),
+        # CartPole's policy changes every few episodes early on: a model at most POLICY_REFRESH old
+        # is what acts here when the link is down (the default 5 s would be a few episodes behind).
+        policy=policy, policy_refresh=POLICY_REFRESH,
         # The demo wants the queue to drain soon after the outage, not after a 30 s backoff.
         stream=StreamOptions(queue_dir=str(workdir / "queue"), retry_policy=RetryPolicy(initial=0.05, max_delay=1.0)),
     )
@@ -486,15 +505,27 @@ def _count_deliveries(result: DemoResult, agent: RemoteAgent, admin: Client, pro
     result.enqueued = int(stats.get("enqueued", 0))
     result.delivered = int(stats.get("delivered", 0))
     result.act_fallbacks = int(stats.get("act_fallbacks", 0))
+    result.act_remote = int(stats.get("act_remote", 0))
+    result.act_local = int(stats.get("act_local", 0))
+    result.policy_version = stats.get("policy_version")
     agent.close(timeout=5)
     pacer = _Pacer(admin, agent.agent_name)
     pacer.refresh()
+    result.policy_lag = pacer.policy_lag
     result.steps_received, result.steps_learned = pacer.received, pacer.learned
     if proxy is not None:
         entries = _read_log(admin, agent.agent_name)
         result.log_entries = len(entries)
         result.log_duplicates = len(entries) - len(set(entries))
         result.proxy_stats = dict(proxy.stats)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _version_note(version: str | None) -> str:
+    return f" (policy {version[:8]})" if version else ""
 
 
 def _print_summary(r: DemoResult, *, out: TextIO, flaky: bool, workdir: Path | None) -> None:
@@ -524,11 +555,23 @@ def _print_summary(r: DemoResult, *, out: TextIO, flaky: bool, workdir: Path | N
             f"flaky link: {ps.get('resets', 0)} resets, {ps.get('dropped_responses', 0)} dropped answers, "
             f"{ps.get('stalls', 0)} stalls")
         say(f"act(): p99 {r.act_p99_ms:.1f} ms, max {r.act_max_ms:.0f} ms (deadline {ACT_TIMEOUT * 1000:.0f} ms); "
-            f"{r.act_fallbacks} fallbacks to a random action, {r.local_actions} actions taken locally after one")
+            f"{r.act_fallbacks} fallbacks to a random action, then {r.local_actions} random actions without asking")
+        if r.outage:
+            during = r.returns[r.outage[0] - 1:r.outage[1]]
+            before = r.returns[max(0, r.outage[0] - 1 - len(during)):r.outage[0] - 1]
+            say(f"episodes {r.outage[0]}-{r.outage[1]} (the outage): average return {_mean(during):.1f}, "
+                f"against {_mean(before):.1f} in the {len(before)} before "
+                f"({'the policy acted here' if r.act_local else 'random actions while the link was down'})")
         say(f"queue: peak {r.peak_pending} pending transitions, drained to 0" if r.flushed else
             f"queue: peak {r.peak_pending} pending, NOT drained")
         dup = "no duplicates" if r.log_duplicates == 0 else f"{r.log_duplicates} DUPLICATES"
         say(f"server log: {r.log_entries} entries, {dup}")
+    say(f"act() ({r.policy}): {r.act_remote} answered by the server, {r.act_local} by the agent's policy run "
+        f"here{_version_note(r.policy_version)}, {r.act_fallbacks + r.local_actions} random")
+    lag = r.policy_lag or {}
+    if lag.get("count"):
+        say(f"policy lag of the learnt steps whose action was chosen here: p50 {lag['p50']}, p90 {lag['p90']}, "
+            f"max {lag['max']} policy updates behind the server's (over {lag['count']} steps)")
     if r.plot:
         say(f"learning curve: {r.plot}")
     if workdir is not None:

@@ -48,6 +48,7 @@ __all__ = [
     "InvalidRequestError",
     "InvalidStepError",
     "PayloadTooLargeError",
+    "PolicyError",
     "QueueFullError",
     "QueueLockedError",
     "RequestTimeoutError",
@@ -117,6 +118,12 @@ class InvalidRequestError(APIError, ValueError):
 
 class PayloadTooLargeError(APIError):
     """413: the request body is over the server's limits."""
+
+
+class PolicyError(AgentsBarError, ValueError):
+    """A policy model that cannot be used (corrupt, of another format, for other sizes), or an
+    observation it cannot act on (wrong length, not numbers, not finite). Not retryable: the same
+    bytes or the same observation fail the same way. Raised by :mod:`agents_bar_stream.policy`."""
 
 
 class ServiceUnavailableError(AgentsBarError):

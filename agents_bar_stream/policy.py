@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from agents_bar_stream.exceptions import AgentsBarError, ConfigurationError, ServiceUnavailableError
+from agents_bar_stream.exceptions import AgentsBarError, ConfigurationError, PolicyError, ServiceUnavailableError
 from agents_bar_stream.session import Session
 
 __all__ = ["LocalPolicy", "PolicyError", "PolicySource", "check_version"]
@@ -59,12 +59,6 @@ _EXPLORATION_KINDS = {
 
 Observation = Any  # a list or tuple of numbers, or a numpy array of shape [obs_size]
 Action = Union[int, "list[float]"]
-
-
-class PolicyError(AgentsBarError, ValueError):
-    """A policy model that cannot be used (corrupt, of another format, for other sizes), or an
-    observation it cannot act on (wrong length, not numbers, not finite). Not retryable: the same
-    bytes or the same observation fail the same way."""
 
 
 def _runtime() -> tuple[Any, Any]:

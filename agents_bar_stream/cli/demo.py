@@ -38,6 +38,10 @@ def register(subparsers: Any) -> None:
                       help="seed of the environment, agent and faults (default: %(default)s)")
     demo.add_argument("--plot", default="demo-learning-curve.png", metavar="PATH",
                       help="where to save the learning curve PNG (default: %(default)s)")
+    demo.add_argument("--policy", choices=("auto", "remote", "local"), default="auto",
+                      help="where act() runs: auto = the server, and the agent's policy here (ONNX Runtime) when "
+                           "the server does not answer in time; remote = the server only (random actions when it "
+                           "does not answer); local = here only (default: %(default)s)")
     demo.add_argument("--quiet", action="store_true", help="no progress, only the summary")
     demo.set_defaults(handler=cmd_demo)
 
@@ -50,7 +54,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         try:
             result = run_demo(url=args.url, username=args.username, password=args.password, token=args.token,
                               episodes=args.episodes, flaky=args.flaky, seed=args.seed, plot=args.plot,
-                              quiet=args.quiet)
+                              quiet=args.quiet, policy=args.policy)
         except DemoError as exc:
             raise CommandError(str(exc)) from None
     return EXIT_OK if result.ok else EXIT_FAILURE

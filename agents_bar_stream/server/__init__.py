@@ -5,8 +5,8 @@ Its modules, each importing only those listed below it::
     runner.py       the ``serve`` options (import-light) and the uvicorn runner
     app.py          create_app(): the state, the routers, the error handlers
     api/            one APIRouter per area: auth, agents, snapshots, stream (Part 2), policy
-                    (Part 3's ONNX export); deps (state, current user, current agent), inputs
-                    (bodies, forms, queries)
+                    (Part 3's ONNX export), dashboard (the page at /, static/, its data route);
+                    deps (state, current user, current agent), inputs (bodies, forms, queries)
     metrics.py      GET /metrics (prometheus-client, a registry per application), the request
                     timing middleware, and who may read it (token | public | off)
     errors.py       HTTPProblem and the one place that turns errors into {"detail": ...} answers
@@ -14,12 +14,14 @@ Its modules, each importing only those listed below it::
     connections.py  the connection guards uvicorn lacks (deadlines, a cap, quiet accept errors)
     learner.py      ai-traineree agents, their learner threads and their weights (and their
                     generation, policy version, cached export and policy_lag)
+    curves.py       the dashboard's bounded histories: learning curve, episode returns
     policy_export.py an agent's greedy policy as an ONNX model, and its version
     security.py     passwords, access tokens, login limits, the data directory's modes
     store.py        SQLite: accounts, agents and the log of accepted steps
     uploads.py      a snapshot body's check, run in a child process
     limits.py       what one request may cost (imports nothing)
     process.py      LocalServer: the server in a subprocess, for tests and demos
+    static/         the dashboard's page, script and style (package data; nothing from a CDN)
 
 The server shares only the wire rules with the client (``agents_bar_stream.protocol``, ``config``
 and ``exceptions``), never the client's machinery. Only the modules that serve requests import

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 import torch
 
 from agents_bar_stream.protocol import is_discrete
+from agents_bar_stream.server.curves import EpisodeReturns, SampleRing
 from agents_bar_stream.server.policy_export import (
     PolicyExport,
     exploration_of,
@@ -476,6 +477,9 @@ class AgentRuntime:
         self.cursor = 0  # log position of the next step to learn
         self.learn_errors = 0
         self._good_loss: dict[str, float] = {}  # the losses of the last weights known to be finite
+        # The dashboard's learning curve and episode returns (curves.py): bounded, in memory.
+        self.loss_curve = SampleRing()
+        self.returns = EpisodeReturns()
         self._errors_logged_at = -math.inf
         self._errors_unlogged = 0
         self._deleted = False  # set by Learners.remove: nothing may be written for this agent any more
@@ -750,6 +754,7 @@ class AgentRuntime:
             if entry.policy_version is not None:
                 self._record_lag(entry.policy_version)
             failed = not self._learn_step(step)
+            self.returns.add(time.time(), entry.producer_id, float(step["reward"]), bool(step["done"]))
             self.cursor += 1
             if failed or self._trained_rollout():
                 # A step that fails, or a PPO update (a whole rollout's worth of learning in one
@@ -788,6 +793,8 @@ class AgentRuntime:
         losses = _finite_losses(self.agent)
         if losses:
             self._good_loss = losses
+            # Read here anyway, once per chunk: the learning curve costs one clock read more.
+            self.loss_curve.offer(time.time(), losses)
         return _network_state(self.agent)
 
     def _trained_rollout(self) -> bool:

@@ -10,9 +10,9 @@ in one process (the tests) never share or collide on a metric. What it exports:
   (the learner's position: ``rate()`` of it is the learn rate) and ``agents_bar_learner_backlog_steps{agent}``
   (log minus learned), read from the store and the learners at each scrape.
 - ``agents_bar_producer_acked_seq{agent,producer}`` and ``agents_bar_producer_lag_seconds{agent,producer}``:
-  each producer's acknowledged position, and the seconds since it last moved (as seen by the
-  scrapes since this server started: its resolution is the scrape interval). A worker that stops
-  delivering shows as a growing lag.
+  each producer's acknowledged position, and the seconds since a batch of it last moved that
+  position (the store's ``last_seen``; no lag sample for a producer not seen since that column
+  was added). A worker that stops delivering shows as a growing lag.
 - ``agents_bar_http_request_duration_seconds{method,route}`` (histogram) and
   ``agents_bar_http_responses_total{method,route,status}``: ``route`` is the route's template
   (``/api/v1/agents/{name}/steps``), never the raw path, so that the labels stay few;
@@ -26,7 +26,6 @@ in one process (the tests) never share or collide on a metric. What it exports:
 from __future__ import annotations
 
 import hmac
-import threading
 import time
 from typing import Any
 
@@ -104,8 +103,6 @@ class _StateCollector:
 
     def __init__(self, state: Any) -> None:
         self.state = state
-        self._moved: dict[tuple[int, str], tuple[int, float]] = {}  # (agent, producer) -> (acked, when it moved)
-        self._lock = threading.Lock()  # two scrapes at once must not interleave their updates
 
     def describe(self) -> list:
         return []
@@ -129,21 +126,15 @@ class _StateCollector:
         acked = GaugeMetricFamily("agents_bar_producer_acked_seq", "A producer's acknowledged sequence number",
                                   labels=["agent", "producer"])
         lag = GaugeMetricFamily("agents_bar_producer_lag_seconds",
-                                "Seconds since the producer's acked_seq last moved (seen by scrapes)",
+                                "Seconds since a batch of the producer last moved its acked_seq",
                                 labels=["agent", "producer"])
         now = time.time()
-        with self._lock:
-            seen = {}
-            for agent_id, producer, seq in store.producer_positions():
-                if agent_id not in names:
-                    continue
-                key = (agent_id, producer)
-                before = self._moved.get(key)
-                moved = now if before is None or before[0] != seq else before[1]
-                seen[key] = (seq, moved)
-                acked.add_metric([names[agent_id], producer], seq)
-                lag.add_metric([names[agent_id], producer], now - moved)
-            self._moved = seen  # producers of deleted agents are forgotten
+        for agent_id, producer, seq, last_seen in store.producer_positions():
+            if agent_id not in names:  # a producer of an agent deleted since list_agents()
+                continue
+            acked.add_metric([names[agent_id], producer], seq)
+            if last_seen is not None:
+                lag.add_metric([names[agent_id], producer], max(0.0, now - last_seen))
         return [logged, learned, backlog, acked, lag]
 
 

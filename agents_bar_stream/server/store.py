@@ -4,7 +4,7 @@ Tables::
 
     users      (name, password_hash)
     agents     (id, owner, name, model, description, config JSON, is_active, steps_received)
-    producers  (agent_id, producer_id, acked_seq)         one row per streaming client queue
+    producers  (agent_id, producer_id, acked_seq, last_seen)   one row per streaming client queue
     batches    (agent_id, log_start, producer_id, first_seq, count, data, policy_versions)
 
 ``batches`` is the accepted transition log of every agent: one row per accepted slice of a
@@ -12,7 +12,8 @@ Tables::
 (their five wire fields). ``policy_versions`` is NULL unless a step of the slice carried a
 ``policy_version`` (issue 11); then it is the orjson list, parallel to ``data``, of each step's
 version or null. The column was added after the first release: :class:`Store` adds it to an
-older database when it opens it.
+older database when it opens it, and so ``producers.last_seen`` (the time of the producer's last
+batch that moved ``acked_seq``, for the dashboard; NULL for rows older than the column).
 ``log_start`` is the position of the first of them in the agent's log, so the log reads in order
 and the learner keeps a plain integer cursor into it. One row per batch rather than per step is
 what makes a 100k-step burst cheap: a few dozen inserts instead of 100k.
@@ -39,6 +40,7 @@ __all__ = [
     "AgentExists",
     "AgentRow",
     "LogEntry",
+    "ProducerRow",
     "SequenceGap",
     "Store",
     "TooManyAgents",
@@ -69,6 +71,7 @@ CREATE TABLE IF NOT EXISTS producers (
     agent_id INTEGER NOT NULL,
     producer_id TEXT NOT NULL,
     acked_seq INTEGER NOT NULL,
+    last_seen REAL,
     PRIMARY KEY (agent_id, producer_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (
@@ -85,6 +88,7 @@ CREATE TABLE IF NOT EXISTS batches (
 
 # Added to ``batches`` after the first release; see _migrate().
 _BATCHES_POLICY_VERSIONS = "ALTER TABLE batches ADD COLUMN policy_versions BLOB"
+_PRODUCERS_LAST_SEEN = "ALTER TABLE producers ADD COLUMN last_seen REAL"
 #: The longest ``policy_version`` a step may carry (longer or non-string values are ignored).
 MAX_POLICY_VERSION_LENGTH = 64
 
@@ -120,6 +124,14 @@ class AgentRow:
     is_active: bool
     steps_received: int
     created_at: float
+
+
+class ProducerRow(NamedTuple):
+    """One streaming producer of an agent: its position and when it last moved (``time.time()``)."""
+
+    producer_id: str
+    acked_seq: int
+    last_seen: float | None
 
 
 class LogEntry(NamedTuple):
@@ -203,6 +215,8 @@ class Store:
             if "policy_versions" not in columns:
                 # A new nullable column: SQLite only edits the schema, existing rows read NULL.
                 conn.execute(_BATCHES_POLICY_VERSIONS)
+            if "last_seen" not in {row[1] for row in conn.execute("PRAGMA table_info(producers)")}:
+                conn.execute(_PRODUCERS_LAST_SEEN)
 
         self._write(tx)
 
@@ -364,9 +378,20 @@ class Store:
         )
         return row[0] if row else -1
 
-    def producer_positions(self) -> list[tuple[int, str, int]]:
-        """``(agent_id, producer_id, acked_seq)`` of every producer of every agent (for /metrics)."""
-        return self._reader().execute("SELECT agent_id, producer_id, acked_seq FROM producers").fetchall()
+    def producer_positions(self) -> list[tuple[int, str, int, float | None]]:
+        """``(agent_id, producer_id, acked_seq, last_seen)`` of every producer of every agent (for /metrics)."""
+        return self._reader().execute("SELECT agent_id, producer_id, acked_seq, last_seen FROM producers").fetchall()
+
+    def producers(self, agent_id: int, limit: int) -> tuple[list[ProducerRow], int]:
+        """The agent's ``limit`` most recently seen producers (latest first), and how many it has."""
+        conn = self._reader()
+        rows = conn.execute(
+            "SELECT producer_id, acked_seq, last_seen FROM producers WHERE agent_id = ? "
+            "ORDER BY last_seen IS NULL, last_seen DESC, producer_id LIMIT ?",
+            (agent_id, limit),
+        ).fetchall()
+        (count,) = conn.execute("SELECT COUNT(*) FROM producers WHERE agent_id = ?", (agent_id,)).fetchone()
+        return [ProducerRow(*r) for r in rows], count
 
     def steps_received(self, agent_id: int) -> int:
         row = self._reader().execute("SELECT steps_received FROM agents WHERE id = ?", (agent_id,)).fetchone()
@@ -397,10 +422,12 @@ class Store:
                 return acked, 0, len(steps)
             new_acked = first_seq + len(steps) - 1
             self._append(conn, agent_id, producer_id, acked + 1, fresh)
+            # last_seen rides on the row this write updates anyway: the dashboard's "last seen" costs no write.
             conn.execute(
-                "INSERT INTO producers (agent_id, producer_id, acked_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT (agent_id, producer_id) DO UPDATE SET acked_seq = excluded.acked_seq",
-                (agent_id, producer_id, new_acked),
+                "INSERT INTO producers (agent_id, producer_id, acked_seq, last_seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (agent_id, producer_id) DO UPDATE SET acked_seq = excluded.acked_seq, "
+                "last_seen = excluded.last_seen",
+                (agent_id, producer_id, new_acked, time.time()),
             )
             return new_acked, len(fresh), skip
 

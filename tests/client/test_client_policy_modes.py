@@ -1,13 +1,13 @@
 """RemoteAgent(policy="local" | "auto"): act() with the agent's exported policy, kept fresh (issue 11).
 
-STAND-IN: the server route ``GET /api/v1/agents/{name}/policy`` is being added on another branch. Until
-it lands, the policy endpoint is served by :class:`PolicyStandIn`, a small real HTTP server on
-127.0.0.1 that answers that route itself (ONNX bytes exported in-process by the server's own
+STAND-IN: the policy endpoint is served here by :class:`PolicyStandIn`, a small real HTTP server on
+127.0.0.1 that answers ``GET /api/v1/agents/{name}/policy`` itself (ONNX bytes exported in-process by the server's own
 ``export_policy``, ``ETag: "<version>"``, ``304`` on a matching ``If-None-Match``, a JSON ``404``
 when it has no model) and passes every other request through to the real local server (agents,
-act, steps). To run a test against the real route, point the ``policy_server`` fixture at
-``server`` (its ``url``) and publish models by training the agent instead of ``publish()``; the
-tests that need bytes no real server would send (corrupt, wrong size) keep the stand-in.
+act, steps). It is there for what a real server does not do on demand: serve corrupt bytes or a
+model of the wrong size, switch models at a chosen moment, answer act() late or with an error. The
+same modes against the real route (steps learnt by the server, its export fetched, the server
+stopped mid-loop) are in test_client_policy_real.py.
 
 The stand-in also records the bodies of ``POST .../steps`` that pass through it (what the client
 sent) and can make ``POST .../act`` fail or answer late, for the auto mode.
@@ -26,7 +26,7 @@ import pytest
 import requests
 from support.trained import learn, make_agent
 
-from agents_bar_stream import AgentsBarError, Client, ConfigurationError, RemoteAgent, StreamOptions
+from agents_bar_stream import Client, ConfigurationError, RemoteAgent, StreamOptions
 from agents_bar_stream.exceptions import ServiceUnavailableError
 from agents_bar_stream.policy import LocalPolicy
 
@@ -130,7 +130,7 @@ class PolicyStandIn:
 
 @pytest.fixture(scope="module")
 def policy_server(server):
-    """The policy endpoint: the stand-in until the server route lands (then: ``yield server``)."""
+    """The policy endpoint, served by the stand-in (see the module docstring for why)."""
     srv = PolicyStandIn(server.url)
     yield srv
     srv.close()
@@ -158,25 +158,15 @@ def pclient(policy_server, user):
 
 
 @pytest.fixture
-def make(pclient, tmp_path, agent_name):
-    """``make(policy, suffix="", **options) -> RemoteAgent`` created on the real server through the stand-in."""
-    made = []
+def make(make_agent, pclient, agent_name):
+    """``make(policy, suffix="", **options) -> RemoteAgent``: a dqn (4 -> 3) created on the real server
+    through the stand-in (conftest's ``make_agent``, which removes and closes it after the test)."""
 
     def build(policy: str, suffix: str = "", **options) -> RemoteAgent:
         options.setdefault("policy_refresh", 0.1)
-        agent = RemoteAgent(pclient, f"{agent_name}{suffix}", policy=policy,
-                            stream=StreamOptions(queue_dir=tmp_path / f"q{len(made)}"), **options)
-        made.append(agent)
-        agent.create_agent(OBS_SIZE, ACTION_SIZE, "dqn")
-        return agent
+        return make_agent(f"{agent_name}{suffix}", "dqn", OBS_SIZE, ACTION_SIZE, on=pclient, policy=policy, **options)
 
-    yield build
-    for agent in made:
-        try:
-            agent.remove(agent_name=agent.agent_name)
-        except AgentsBarError:
-            pass
-        agent.close(timeout=5)
+    return build
 
 
 def _until(check, timeout: float = 10.0) -> bool:
