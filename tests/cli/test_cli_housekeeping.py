@@ -4,11 +4,12 @@ by real RemoteAgents for a real server."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
-from support.api import Api, login
+from support.api import Api, login, wait_for
 
 from agents_bar_stream import Client, RemoteAgent, StreamOptions
 from agents_bar_stream.storage import read_queue_summary
@@ -36,10 +37,16 @@ def test_replay_all_delivers_every_queue_but_set_aside_and_busy_ones(cli, creds,
     client = Client(base_url=srv.url, username=user[0], password=user[1])
     names = [f"{agent_name}-{k}" for k in range(4)]
     agents = []
-    for k, name in enumerate(names):
+    for k, name in enumerate(names[:3]):
         agent = RemoteAgent(client, name, stream=StreamOptions(queue_dir=root / f"q{k}"))
         agent.create_agent(obs_size=4, action_size=2, agent_model="dqn")
         agents.append(agent)
+    # q3 stays open in this process for the whole command: its RemoteAgent talks to an address where
+    # nothing listens, so that its steps stay queued (pending, and locked) whatever the timing.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nowhere = Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", access_token="t")
+    agents.append(RemoteAgent(nowhere, names[3], stream=StreamOptions(queue_dir=root / "q3")))
     srv.stop()
     for k, agent in enumerate(agents):
         _steps(agent, 10 + k)
@@ -48,7 +55,7 @@ def test_replay_all_delivers_every_queue_but_set_aside_and_busy_ones(cli, creds,
     # q2 looks set aside by remove() (its agent deleted): its steps must never be sent.
     os.rename(root / "q2", root / "q2.removed-20260101T000000-x")
     srv.start()
-    # q3 is still open here (agents[3] holds it, with a long backoff after the outage): skipped, not fought over.
+    # q3 is still open here (agents[3] holds it): skipped, not fought over.
     run = cli("queue", "replay", "--all", env={**creds, "AGENTS_BAR_URL": srv.url}, timeout=120)
     assert run.code == 0, (run.out, run.err)
     assert "replayed 2 of 2 queues" in run.out
@@ -57,7 +64,8 @@ def test_replay_all_delivers_every_queue_but_set_aside_and_busy_ones(cli, creds,
     assert [len(api.log(n)) for n in names[:3]] == [10, 11, 0]
     assert read_queue_summary(root / "q0")["pending"] == read_queue_summary(root / "q1")["pending"] == 0
     assert read_queue_summary(root / "q2.removed-20260101T000000-x")["pending"] == 12
-    agents[3].close(timeout=30)
+    agents[3].close(timeout=0)
+    wait_for(lambda: cli("queue", "purge", str(root / "q3"), "--yes").code == 0, 30, message="q3 purged")
     # Nothing left to do: says so.
     run = cli("queue", "replay", "--all", env=creds)
     assert run.code == 0 and "no queue under" in run.out
@@ -76,12 +84,15 @@ def test_gc_is_a_dry_run_unless_told_and_takes_only_old_empty_or_orphaned_queues
     with RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=root / "empty")) as agent:
         _steps(agent, 3)
         assert agent.flush(timeout=30)
-    # pending: steps held back (a short batch lingers an hour), left on disk at close
-    held = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=root / "pending", flush_interval=3600))
+    # pending: steps for a service that is not there, left on disk at close
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nowhere = Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", access_token="t")
+    held = RemoteAgent(nowhere, agent_name, stream=StreamOptions(queue_dir=root / "pending"))
     _steps(held, 3)
     held.close(timeout=0)
     # orphaned: set aside when its agent was deleted; and a directory that holds no queue
-    gone = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=root / "gone", flush_interval=3600))
+    gone = RemoteAgent(nowhere, agent_name, stream=StreamOptions(queue_dir=root / "gone"))
     _steps(gone, 2)
     gone.close(timeout=0)
     os.rename(root / "gone", root / "gone.removed-20260101T000000-x")

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from support.api import wait_for
 
 from agents_bar_stream import RemoteAgent, StreamOptions
 
@@ -17,21 +18,23 @@ def _steps(agent: RemoteAgent, n: int) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_remove_keeps_a_queue_with_steps_and_says_so(client, agent_name, tmp_path, caplog):
+def test_remove_keeps_a_queue_with_a_dead_letter_and_says_so(client, agent_name, tmp_path, caplog):
     queue_dir = tmp_path / "q"
-    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=queue_dir, flush_interval=3600))
-    agent.create_agent(4, 2, "dqn")
+    RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=tmp_path / "other")).create_agent(4, 2, "dqn")
+    agent = RemoteAgent(client, agent_name, stream=StreamOptions(queue_dir=queue_dir))
     assert agent.stats["queue_removed"] is None
-    _steps(agent, 4)  # held back (a short batch lingers an hour): still queued at remove()
+    # A step the agent refuses (the wrong observation size; this RemoteAgent did not know the agent's
+    # when it was queued): a dead letter, which the queue keeps for a person to look at.
+    agent.step([0.0, 0.0, 0.0], 1, 1.0, [0.0, 0.0, 0.0], False)
+    wait_for(lambda: agent.stats["dead_lettered"] == 1, 30, message="the dead letter")
     with caplog.at_level(logging.WARNING, logger="agents_bar_stream.client"):
         assert agent.remove(agent_name=agent_name)
     report = agent.stats["queue_removed"]
     assert report["deleted"] == [] and report["in_use"] == []
     (kept,) = report["kept"]
-    assert kept["pending"] == 4 and kept["dead_letters"] == 0
+    assert kept["pending"] == 0 and kept["dead_letters"] == 1
     assert Path(kept["queue_dir"]).is_dir() and not queue_dir.exists()
-    assert any("4 undelivered steps" in r.getMessage() and kept["queue_dir"] in r.getMessage()
-               for r in caplog.records)
+    assert any("1 dead letters" in r.getMessage() and kept["queue_dir"] in r.getMessage() for r in caplog.records)
     agent.close(timeout=0)
 
 
