@@ -533,7 +533,8 @@ class Flusher(threading.Thread):
         error_type = PayloadTooLargeError if status == 413 else InvalidRequestError
         exc = error_type(status, detail, method="POST", path=self._path)
         # Every dead letter is reported (each is one step given up on), whatever the pacing of the rest.
-        self.alerts.report(exc, {"kind": "dead_letter", "agent": self.agent_name, "seq": batch.first_wire + index,
+        self.alerts.report(exc, {"kind": "dead_letter", "agent": self.agent_name, "seconds": 0.0,
+                                 "pending": self.queue.committed_pending(), "seq": batch.first_wire + index,
                                  "status": status, "detail": detail, "queue_dir": str(self.queue.directory)})
 
     def _consumed(self, through_local: int) -> None:
