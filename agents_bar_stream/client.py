@@ -279,7 +279,9 @@ class RemoteAgent:
             again at most once per ``error_interval``. ``info`` also has ``agent``, ``pending`` and
             ``seconds`` (how long the problem has lasted).
             Both callbacks run on the background delivery thread: keep them short (hand work to
-            your own thread or queue); one that raises is logged and delivery goes on.
+            your own thread or queue); one that raises is logged and delivery goes on. ``flush()``
+            waits for the acknowledgement, not for the callback: the last ``on_delivered`` may run
+            a moment after it returned.
         Any other keyword is an agent hyperparameter sent with ``create_agent`` (numbers, strings or
         bools), as with the published client.
     """

@@ -66,6 +66,9 @@ def test_on_delivered_covers_every_step_once_in_order(server, make_agent, agent_
     for i in range(40, 100):
         _step(agent, i)
     assert agent.flush(timeout=30)
+    # on_delivered runs on the flusher's thread just after the ack is recorded, which is what flush()
+    # waits for: the last call may come a moment after flush() returned.
+    wait_for(lambda: len(rec.covered()) >= 100, 10, message="on_delivered for every step")
     assert rec.covered() == list(range(100))  # the wire numbers, each once, in order
     assert len(rec.delivered) >= 100 // 16  # one call per acknowledged batch
     producer = agent.stats["producer_id"]
@@ -87,6 +90,7 @@ def test_a_raising_callback_is_logged_and_delivery_goes_on(server, make_agent, a
             for i in range(10):
                 _step(agent, round_ * 10 + i)
             assert agent.flush(timeout=30)
+            wait_for(lambda: sum(la - f + 1 for f, la in calls) == (round_ + 1) * 10, 10, message="on_delivered")
     assert len(calls) >= 3  # called again after it raised: the flusher lives on
     assert [s for f, la in calls for s in range(f, la + 1)] == list(range(30))
     assert agent.stats["delivered"] == 30 and agent.pending == 0
@@ -157,6 +161,7 @@ def test_outage_reported_after_the_interval_then_at_most_once_per_interval(down_
     assert len(errors) <= elapsed / 0.6 + 1
     down_server.start(timeout=120)
     assert agent.flush(timeout=60)
+    wait_for(lambda: len(rec.covered()) >= 5, 10, message="on_delivered for every step")
     assert rec.covered() == list(range(5))
 
 
