@@ -90,7 +90,8 @@ def test_a_raising_callback_is_logged_and_delivery_goes_on(server, make_agent, a
             for i in range(10):
                 _step(agent, round_ * 10 + i)
             assert agent.flush(timeout=30)
-            wait_for(lambda: sum(la - f + 1 for f, la in calls) == (round_ + 1) * 10, 10, message="on_delivered")
+            want = (round_ + 1) * 10
+            wait_for(lambda w=want: sum(la - f + 1 for f, la in calls) == w, 10, message="on_delivered")
     assert len(calls) >= 3  # called again after it raised: the flusher lives on
     assert [s for f, la in calls for s in range(f, la + 1)] == list(range(30))
     assert agent.stats["delivered"] == 30 and agent.pending == 0
