@@ -6,7 +6,9 @@ Its modules, each importing only those listed below it::
     app.py          create_app(): the state, the routers, the error handlers
     api/            one APIRouter per area: auth, agents, snapshots, stream (Part 2), policy
                     (Part 3's ONNX export), dashboard (the page at /, static/, its data route);
-                    deps (state, current user, current agent), inputs (bodies, forms, queries)
+                    deps (state, current user, current agent), inputs (bodies, forms, queries),
+                    binary_steps (a /steps body: JSON, or the binary encoding of Part 3's compact
+                    steps, maybe zstd)
     metrics.py      GET /metrics (prometheus-client, a registry per application), the request
                     timing middleware, and who may read it (token | public | off)
     errors.py       HTTPProblem and the one place that turns errors into {"detail": ...} answers
@@ -18,6 +20,7 @@ Its modules, each importing only those listed below it::
     policy_export.py an agent's greedy policy as an ONNX model, and its version
     security.py     passwords, access tokens, login limits, the data directory's modes
     store.py        SQLite: accounts, agents and the log of accepted steps
+    arrays.py       arrays in steps: wire references, their checks, the log's compact rows
     uploads.py      a snapshot body's check, run in a child process
     limits.py       what one request may cost (imports nothing)
     process.py      LocalServer: the server in a subprocess, for tests and demos
@@ -25,9 +28,10 @@ Its modules, each importing only those listed below it::
 
 The server shares only the wire rules with the client (``agents_bar_stream.protocol``, ``config``
 and ``exceptions``), never the client's machinery. Only the modules that serve requests import
-fastapi, torch and numpy (``app``, ``api``, ``errors``, ``state``, ``learner``,
-``runner.run_from_args``). Importing this package, ``process`` or ``runner.add_arguments`` stays
-light, so that the client never pays for the server.
+fastapi, torch and numpy (``app``, ``api``, ``errors``, ``state``, ``learner``, ``arrays``,
+``runner.run_from_args``); ``store`` imports ``arrays`` only when a row holds arrays. Importing
+this package, ``process`` or ``runner.add_arguments`` stays light, so that the client never pays
+for the server.
 """
 
 from __future__ import annotations

@@ -9,11 +9,16 @@ Tables::
 
 ``batches`` is the accepted transition log of every agent: one row per accepted slice of a
 ``POST /steps`` batch (or per legacy ``POST /step``), ``data`` being the orjson list of its steps
-(their five wire fields). ``policy_versions`` is NULL unless a step of the slice carried a
-``policy_version`` (issue 11); then it is the orjson list, parallel to ``data``, of each step's
-version or null. The column was added after the first release: :class:`Store` adds it to an
-older database when it opens it, and so ``producers.last_seen`` (the time of the producer's last
-batch that moved ``acked_seq``, for the dashboard; NULL for rows older than the column).
+(their five wire fields), or, for steps that came in the binary encoding (issue 12), the compact
+form of ``arrays.pack_steps``: ``b"ABL1"``, the steps as JSON with each array a reference, then
+the arrays' raw bytes (``ABLZ``: the same as one zstd frame, when that is smaller). A row in
+that form starts with ``AB``, a JSON row with ``[``, so rows written before the form existed
+read as they always did, and no migration is needed. ``policy_versions`` is NULL unless a step
+of the slice carried a ``policy_version`` (issue 11); then it is the orjson list, parallel to
+``data``, of each step's version or null. The column was added after the first release:
+:class:`Store` adds it to an older database when it opens it, and so ``producers.last_seen`` (the
+time of the producer's last batch that moved ``acked_seq``, for the dashboard; NULL for rows
+older than the column).
 ``log_start`` is the position of the first of them in the agent's log, so the log reads in order
 and the learner keeps a plain integer cursor into it. One row per batch rather than per step is
 what makes a 100k-step burst cheap: a few dozen inserts instead of 100k.
@@ -95,6 +100,10 @@ MAX_POLICY_VERSION_LENGTH = 64
 # The five fields of a wire step; anything else a client sends is dropped before storing (the
 # protocol says servers ignore unknown fields), so the log cannot be bloated with junk.
 _STEP_FIELDS = ("obs", "action", "reward", "next_obs", "done")
+# The fields that may hold an array (a step of the binary encoding) instead of a list.
+_ARRAY_FIELDS = ("obs", "next_obs", "action")
+# arrays.LOG_MAGIC and LOG_MAGIC_ZSTD, repeated so that reading a log of JSON rows does not import numpy.
+_PACKED_MAGIC = (b"ABL1", b"ABLZ")
 
 
 class AgentExists(Exception):
@@ -449,13 +458,20 @@ class Store:
         if row is None:
             raise LookupError(f"agent {agent_id} does not exist")
         log_start = row[0]
-        # Steps were validated, so each has the five fields; only one with extra fields (which the
-        # protocol says to ignore) needs rebuilding, and re-encoding the list as it is costs far less.
         versions = None
-        if all(len(s) == len(_STEP_FIELDS) for s in steps):
+        if any(type(s[k]) is not list for s in steps for k in _ARRAY_FIELDS):
+            # Steps of the binary encoding hold numpy arrays: stored as their bytes with dtype and
+            # shape (arrays.pack_steps), never as number text: lossless and ~the size of the data.
+            from agents_bar_stream.server.arrays import pack_steps
+
+            data = pack_steps(steps, _STEP_FIELDS, compress=True)
+        elif all(len(s) == len(_STEP_FIELDS) for s in steps):
+            # Steps were validated, so each has the five fields; only one with extra fields (which the
+            # protocol says to ignore) needs rebuilding, and re-encoding the list as it is costs far less.
             data = orjson.dumps(steps)
         else:
             data = orjson.dumps([{k: s[k] for k in _STEP_FIELDS} for s in steps])
+        if any(len(s) != len(_STEP_FIELDS) for s in steps):
             found = [step_policy_version(s) for s in steps]
             if any(v is not None for v in found):
                 versions = orjson.dumps(found)
@@ -475,8 +491,13 @@ class Store:
         """
         return [(e.producer_id, e.seq, e.step) for e in self.read_entries(agent_id, start, limit)]
 
-    def read_entries(self, agent_id: int, start: int, limit: int) -> list[LogEntry]:
-        """:meth:`read_log` with each step's ``policy_version`` (None when it carried none)."""
+    def read_entries(self, agent_id: int, start: int, limit: int, *, arrays: bool = False) -> list[LogEntry]:
+        """:meth:`read_log` with each step's ``policy_version`` (None when it carried none).
+
+        A step that came in the binary encoding is stored as arrays; ``arrays=True`` hands them
+        out as read-only numpy arrays of their own dtype and shape (for the learner and the log
+        route), else as the flat lists of their values that a JSON step would hold.
+        """
         if limit <= 0:
             return []
         end = start + limit
@@ -499,7 +520,14 @@ class Store:
             hi = min(end - log_start, count)
             if lo >= hi:
                 continue
-            steps = orjson.loads(data)
+            if data[:4] in _PACKED_MAGIC:
+                from agents_bar_stream.server.arrays import step_to_json, unpack_steps
+
+                steps = unpack_steps(data)
+                if not arrays:
+                    steps = [step_to_json(s) for s in steps]
+            else:
+                steps = orjson.loads(data)
             versions = orjson.loads(versions_data) if versions_data is not None else [None] * count
             for i in range(lo, hi):
                 seq = None if first_seq is None else first_seq + i
