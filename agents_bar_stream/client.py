@@ -13,6 +13,7 @@ import logging
 import numbers
 import os
 import random
+import re
 import shutil
 import threading
 import time
@@ -268,6 +269,20 @@ class RemoteAgent:
             ``"auto"`` (the server; the local policy answers when the server does not in time).
             ``"local"`` and ``"auto"`` need the ``local`` extra (numpy, onnxruntime).
         policy_refresh: seconds between two checks for a new policy (conditional GETs; default 5).
+        on_delivered: ``callable(first_seq, last_seq)`` called after each batch the server
+            acknowledged (the producer's sequence numbers, as ``GET .../producers/{id}`` counts).
+        on_error: ``callable(exc, info)`` called for what retrying cannot fix: credentials refused
+            after a fresh login (``info["kind"] == "authentication"``), a step dead-lettered
+            (``"dead_letter"``, with its ``seq``), the agent deleted (``"agent_deleted"``), a
+            ``base_url`` that does not speak the protocol (``"wrong_service"``); and for an outage
+            (``"outage"``), a 404 (``"agent_not_found"``) or another refusal (``"refused"``) once it
+            has lasted ``StreamOptions.error_interval`` (60 s). A problem that goes on is reported
+            again at most once per ``error_interval``. ``info`` also has ``agent``, ``pending`` and
+            ``seconds`` (how long the problem has lasted).
+            Both callbacks run on the background delivery thread: keep them short (hand work to
+            your own thread or queue); one that raises is logged and delivery goes on. ``flush()``
+            waits for the acknowledgement, not for the callback: the last ``on_delivered`` may run
+            a moment after it returned.
         Any other keyword is an agent hyperparameter sent with ``create_agent`` (numbers, strings or
         bools), as with the published client.
     """
@@ -275,7 +290,9 @@ class RemoteAgent:
     def __init__(self, client: Client | None, agent_name: str, *, act_timeout: float = cfg.DEFAULT_ACT_TIMEOUT,
                  fallback: Callable[[Any], ActionType] | None = None, description: str | None = None,
                  config: Mapping[str, Any] | None = None, stream: cfg.StreamOptions | None = None,
-                 policy: str = "remote", policy_refresh: float = 5.0, **kwargs: Any) -> None:
+                 policy: str = "remote", policy_refresh: float = 5.0,
+                 on_delivered: Callable[[int, int], None] | None = None,
+                 on_error: Callable[[Exception, dict[str, Any]], None] | None = None, **kwargs: Any) -> None:
         if not is_valid_agent_name(agent_name):
             # The name goes into URLs and the default queue directory's name: refuse what could
             # be read as a path or a query there, as the server does.
@@ -296,6 +313,11 @@ class RemoteAgent:
         if fallback is not None and not callable(fallback):
             raise ConfigurationError("fallback must be a callable taking obs and returning an action")
         self.fallback = fallback
+        for name, callback in (("on_delivered", on_delivered), ("on_error", on_error)):
+            if callback is not None and not callable(callback):
+                raise ConfigurationError(f"{name} must be a callable or None, got {type(callback).__name__}")
+        self._on_delivered = on_delivered
+        self._on_error = on_error
         if policy not in POLICY_MODES:
             raise ConfigurationError(f"policy must be one of {', '.join(map(repr, POLICY_MODES))}, got {policy!r}")
         if (isinstance(policy_refresh, bool) or not isinstance(policy_refresh, (int, float))
@@ -346,9 +368,13 @@ class RemoteAgent:
         self._discrete: bool | None = None
         self._sizes_confirmed = False  # the sizes above are the agent's own (create_agent, sync), not a guess
         self.loss: dict[str, float] = {}
-        self._act_stats = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0, "act_local": 0, "act_remote": 0}
+        self._act_stats: dict[str, Any] = {"act_calls": 0, "act_retries": 0, "act_fallbacks": 0, "act_local": 0,
+                                           "act_remote": 0, "act_seconds": 0.0}
         self._stream_obj: Stream | None = None
         self._left_at_close = 0
+        # What remove() did with the local queue(s): {"deleted": [dirs], "kept": [{queue_dir, pending,
+        # dead_letters}], "in_use": [dirs]}; None until remove() deleted the agent.
+        self._queue_removed: dict[str, list[Any]] | None = None
         self._stream_lock = threading.Lock()
         self._closed = False
         self._resume_earlier_queue()
@@ -515,7 +541,9 @@ class RemoteAgent:
         A deleted agent's queue ends with it: a new agent of the same name is a new stream
         (numbered from 0, under a new producer id), and steps the old one had not delivered are
         never sent to it. They are kept, set aside in ``<queue_dir>.removed-<time>-<producer>``
-        with a WARNING that says how many; an empty queue is simply deleted.
+        with a WARNING that says how many; an empty queue is simply deleted (the agent's worker
+        queues too). ``stats["queue_removed"]`` then says which directories were deleted, which
+        were kept (with their pending steps and dead letters) and which another process still uses.
         """
         if agent_name is None or agent_name != self.agent_name:
             if quite:
@@ -542,8 +570,23 @@ class RemoteAgent:
             stream, self._stream_obj = self._stream_obj, None
         if stream is not None and stream.pid == os.getpid():
             stream.close(0, retiring=True)  # stops the threads and writes what is in memory to disk
-        directory = Path(self._stream_options.queue_dir
-                         or cfg.default_queue_dir(self._client.base_url, self.agent_name))
+        report: dict[str, list[Any]] = {"deleted": [], "kept": [], "in_use": []}
+        self._queue_removed = report
+        if self._stream_options.queue_dir is not None:
+            self._retire_directory(Path(self._stream_options.queue_dir), stream, report)
+            return
+        # The agent's worker queues too (base, base.w1, ...): those no other process holds.
+        base = cfg.default_queue_dir(self._client.base_url, self.agent_name)
+        slots = [base]
+        if base.parent.is_dir():
+            pattern = re.compile(re.escape(base.name) + r"\.w[0-9]+")
+            slots += sorted(p for p in base.parent.iterdir() if pattern.fullmatch(p.name))
+        for directory in slots:
+            ours = stream is not None and Path(stream.queue.directory) == directory
+            self._retire_directory(directory, stream if ours else None, report)
+
+    def _retire_directory(self, directory: Path, stream: Stream | None, report: dict[str, list[Any]]) -> None:
+        """Delete one queue directory of the deleted agent when it is empty, else set it aside (and say so)."""
         if not (directory / "data").is_dir():
             return
         from agents_bar_stream.storage import read_queue_summary  # noqa: PLC0415 (keeps import light)
@@ -561,10 +604,13 @@ class RemoteAgent:
         if holder is not None and (holder != str(os.getpid()) or stream is None):
             logger.warning("agent %r was deleted but its queue %s is still in use (process %s); a new agent of "
                            "that name needs its own queue_dir", self.agent_name, directory, holder)
+            report["in_use"].append(str(directory))
             return
         try:
             if summary["pending"] == 0 and summary["dead_letters"] == 0 and holder is None:
                 shutil.rmtree(directory)
+                logger.info("agent %r was deleted; its empty queue %s is deleted too", self.agent_name, directory)
+                report["deleted"].append(str(directory))
                 return
             stamp = time.strftime("%Y%m%dT%H%M%S")
             target = directory.with_name(f"{directory.name}.removed-{stamp}-{summary['producer_id']}")
@@ -574,8 +620,11 @@ class RemoteAgent:
                            "name may find the old numbering", self.agent_name, directory, exc)
             return
         logger.warning("agent %r was deleted with %d undelivered steps and %d dead letters in its queue; they are "
-                       "kept in %s and are not sent to a new agent of that name", self.agent_name,
+                       "kept in %s and are not sent to a new agent of that name (`agents-bar-stream queue gc` "
+                       "deletes such queues once they are old enough)", self.agent_name,
                        summary["pending"], summary["dead_letters"], target)
+        report["kept"].append({"queue_dir": str(target), "pending": summary["pending"],
+                               "dead_letters": summary["dead_letters"]})
 
     def info(self) -> dict[str, Any]:
         """The agent's details as the server has them."""
@@ -638,7 +687,16 @@ class RemoteAgent:
         Remotely a batch needs the agent's observation size known (``create_agent``, ``sync()``, the
         ``obs_size`` keyword): without it, or when the rows are not that size, a 2-D input is taken
         as one observation that was not flattened, and refused with ConfigurationError.
+
+        ``stats["act_seconds"]`` adds up the time spent in act() (with ``act_calls``: the mean latency).
         """
+        started = time.perf_counter()
+        try:
+            return self._act(obs, noise, timeout)
+        finally:
+            self._act_stats["act_seconds"] += time.perf_counter() - started
+
+    def _act(self, obs: Any, noise: float, timeout: float | None) -> Any:
         self._check_open()
         if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise <= 1:
             raise ConfigurationError(f"noise must be a number in [0, 1], got {noise!r}")
@@ -850,7 +908,8 @@ class RemoteAgent:
                     discrete = is_discrete(self._agent_model) if self._agent_model else None
                     stream = Stream(self._session, self.agent_name, obs_size=self._obs_size,
                                     action_size=self._action_size, discrete=discrete, confirmed=self._sizes_confirmed,
-                                    options=self._stream_options)
+                                    options=self._stream_options, on_delivered=self._on_delivered,
+                                    on_error=self._on_error)
                     self._stream_obj = stream
         return stream
 
@@ -910,7 +969,12 @@ class RemoteAgent:
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is acknowledged by the server; True if it was in time."""
+        """Wait until everything queued so far is acknowledged by the server; True if it was in time.
+
+        Raises :class:`AuthenticationError` when the server refuses the credentials (after a fresh
+        login) while it waits: that is what stops delivery, and waiting longer would not help.
+        The steps stay queued either way.
+        """
         _check_number("timeout", timeout, allow_none=True)
         self._check_open()
         if self._stream_obj is None:
@@ -943,6 +1007,7 @@ class RemoteAgent:
             from agents_bar_stream.stream import idle_stats  # noqa: PLC0415
 
             out.update(idle_stats(self._stream_options.durability))
+        out["queue_removed"] = self._queue_removed
         return out
 
     def close(self, timeout: float | None = None) -> None:

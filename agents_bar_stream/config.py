@@ -10,8 +10,9 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agents_bar_stream.exceptions import ConfigurationError
 
@@ -20,10 +21,12 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_COMMIT_INTERVAL",
+    "DEFAULT_ERROR_INTERVAL",
     "DEFAULT_FLUSH_INTERVAL",
     "DEFAULT_MAX_PENDING_BYTES",
     "ENV_ACCESS_TOKEN",
     "ENV_PASSWORD",
+    "ENV_STREAM_PREFIX",
     "ENV_URL",
     "ENV_USERNAME",
     "RetryPolicy",
@@ -32,6 +35,8 @@ __all__ = [
     "default_queue_dir",
     "default_queue_root",
     "env_credentials",
+    "parse_duration",
+    "parse_size",
 ]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
@@ -52,6 +57,31 @@ DEFAULT_COMMIT_INTERVAL = 0.005  # seconds between group commits with durability
 DEFAULT_MAX_PENDING_BYTES = 2**30  # 1 GiB of queued steps on disk
 DEFAULT_BLOCK_TIMEOUT = 60.0  # seconds step() waits for room with on_full="block" before QueueFullError
 DEFAULT_CLOSE_TIMEOUT = 5.0  # seconds close() and the atexit hook try to deliver before leaving the rest on disk
+DEFAULT_ERROR_INTERVAL = 60.0  # seconds an outage lasts before on_error hears of it, and between two reports
+
+#: ``AGENTS_BAR_STREAM_<FIELD>`` (upper case) is the fallback of each StreamOptions field.
+ENV_STREAM_PREFIX = "AGENTS_BAR_STREAM_"
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"90"``, ``"1.5s"``, ``"250ms"``, ``"5m"``, ``"2h"`` or ``"7d"``; ValueError otherwise."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h|d)?\s*", str(text))
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (a number of seconds, or with a unit: 250ms, 30s, 5m, 2h, 7d)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"1048576"``, ``"500MB"``, ``"1GiB"`` (case-insensitive); ValueError otherwise."""
+    m = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _SIZE_UNITS:
+        raise ValueError(f"not a size in bytes: {text!r} (an integer, or with a unit: 500MB, 2GiB)")
+    return int(m.group(1)) * _SIZE_UNITS[unit]
 
 
 @dataclass(frozen=True)
@@ -81,6 +111,75 @@ _DURABILITY = ("batch", "step")
 _ON_FULL = ("block", "raise", "drop_oldest")
 
 
+def _parse_retry_policy(text: str) -> RetryPolicy:
+    parts = str(text).split(",")
+    if len(parts) != 2:
+        raise ValueError(f"not a retry policy: {text!r} (initial,max_delay in seconds, e.g. 0.1,30)")
+    return RetryPolicy(parse_duration(parts[0]), parse_duration(parts[1]))
+
+
+def _parse_int(text: str) -> int:
+    return int(str(text).strip())
+
+
+# How each field's environment variable is read (a str for the others).
+_ENV_PARSERS: dict[str, Any] = {
+    "batch_size": _parse_int,
+    "flush_interval": parse_duration,
+    "commit_interval": parse_duration,
+    "max_pending_bytes": parse_size,
+    "block_timeout": parse_duration,
+    "close_timeout": parse_duration,
+    "error_interval": parse_duration,
+    "retry_policy": _parse_retry_policy,
+}
+
+
+def _from_env(name: str, default: Any) -> Any:
+    """A default_factory: the field's ``AGENTS_BAR_STREAM_<NAME>`` when set, else ``default``.
+
+    Read when a StreamOptions is built without that field (an argument wins); a value that does
+    not parse or is out of range raises ConfigurationError naming the variable.
+    """
+    def factory() -> Any:
+        var = ENV_STREAM_PREFIX + name.upper()
+        text = os.environ.get(var)
+        if text is None or text.strip() == "":
+            return default
+        try:
+            value = _ENV_PARSERS.get(name, str.strip)(text)
+            _check_field(name, value)
+        except (ValueError, ConfigurationError) as exc:
+            raise ConfigurationError(f"${var}={text!r} is not a valid {name}: {exc}") from None
+        return value
+
+    return field(default_factory=factory)
+
+
+def _check_field(name: str, v: Any) -> None:
+    """Raise ConfigurationError when ``v`` is not a valid value of StreamOptions field ``name``."""
+    if name == "durability":
+        if v not in _DURABILITY:
+            raise ConfigurationError(f"durability must be one of {_DURABILITY}, got {v!r}")
+    elif name == "on_full":
+        if v not in _ON_FULL:
+            raise ConfigurationError(f"on_full must be one of {_ON_FULL}, got {v!r}")
+    elif name == "retry_policy":
+        if not isinstance(v, RetryPolicy):
+            raise ConfigurationError("retry_policy must be an agents_bar_stream.config.RetryPolicy")
+    elif name == "queue_dir":
+        if v is not None and not isinstance(v, (str, os.PathLike)):
+            raise ConfigurationError(f"queue_dir must be a path, got {type(v).__name__}")
+    else:
+        integer = name in ("batch_size", "max_pending_bytes")
+        zero_ok = name in ("flush_interval", "block_timeout", "close_timeout")
+        ok = (not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
+              and (v >= 0 if zero_ok else v > 0))
+        if not ok:
+            kind = "integer" if integer else "number"
+            raise ConfigurationError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} {kind}, got {v!r}")
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     """How ``RemoteAgent``'s streaming queue behaves: ``RemoteAgent(client, name, stream=StreamOptions(...))``.
@@ -101,42 +200,31 @@ class StreamOptions:
     block_timeout: longest wait of ``on_full="block"`` before :class:`QueueFullError`.
     close_timeout: how long ``close()`` and the exit hook try to deliver before leaving the rest on disk.
     retry_policy: the flusher's backoff.
+    error_interval: seconds an outage (or a 404 for an agent not created yet) lasts before
+        ``on_error`` hears of it, and the least time between two reports of one kind of problem.
+
+    Every field not given falls back to the environment variable ``AGENTS_BAR_STREAM_<FIELD>``
+    (``AGENTS_BAR_STREAM_DURABILITY=step``), read when the object is built: durations in seconds or
+    with a unit (``250ms``, ``5m``), sizes in bytes or with one (``500MB``, ``2GiB``), the retry
+    policy as ``initial,max_delay``. An argument always wins; a bad variable raises
+    :class:`ConfigurationError` naming it.
     """
 
-    queue_dir: str | os.PathLike[str] | None = None
-    durability: str = "batch"
-    batch_size: int = DEFAULT_BATCH_SIZE
-    flush_interval: float = DEFAULT_FLUSH_INTERVAL
-    commit_interval: float = DEFAULT_COMMIT_INTERVAL
-    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
-    on_full: str = "block"
-    block_timeout: float = DEFAULT_BLOCK_TIMEOUT
-    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
-    retry_policy: RetryPolicy = RetryPolicy()
+    queue_dir: str | os.PathLike[str] | None = _from_env("queue_dir", None)
+    durability: str = _from_env("durability", "batch")
+    batch_size: int = _from_env("batch_size", DEFAULT_BATCH_SIZE)
+    flush_interval: float = _from_env("flush_interval", DEFAULT_FLUSH_INTERVAL)
+    commit_interval: float = _from_env("commit_interval", DEFAULT_COMMIT_INTERVAL)
+    max_pending_bytes: int = _from_env("max_pending_bytes", DEFAULT_MAX_PENDING_BYTES)
+    on_full: str = _from_env("on_full", "block")
+    block_timeout: float = _from_env("block_timeout", DEFAULT_BLOCK_TIMEOUT)
+    close_timeout: float = _from_env("close_timeout", DEFAULT_CLOSE_TIMEOUT)
+    retry_policy: RetryPolicy = _from_env("retry_policy", RetryPolicy())
+    error_interval: float = _from_env("error_interval", DEFAULT_ERROR_INTERVAL)
 
     def __post_init__(self) -> None:
-        if self.durability not in _DURABILITY:
-            raise ConfigurationError(f"durability must be one of {_DURABILITY}, got {self.durability!r}")
-        if self.on_full not in _ON_FULL:
-            raise ConfigurationError(f"on_full must be one of {_ON_FULL}, got {self.on_full!r}")
-        self._check("batch_size", integer=True)
-        self._check("max_pending_bytes", integer=True)
-        self._check("flush_interval", zero_ok=True)
-        self._check("commit_interval")
-        self._check("block_timeout", zero_ok=True)
-        self._check("close_timeout", zero_ok=True)
-        if not isinstance(self.retry_policy, RetryPolicy):
-            raise ConfigurationError("retry_policy must be an agents_bar_stream.config.RetryPolicy")
-        if self.queue_dir is not None and not isinstance(self.queue_dir, (str, os.PathLike)):
-            raise ConfigurationError(f"queue_dir must be a path, got {type(self.queue_dir).__name__}")
-
-    def _check(self, name: str, integer: bool = False, zero_ok: bool = False) -> None:
-        v = getattr(self, name)
-        ok = (not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
-              and (v >= 0 if zero_ok else v > 0))
-        if not ok:
-            kind = "integer" if integer else "number"
-            raise ConfigurationError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} {kind}, got {v!r}")
+        for name in self.__dataclass_fields__:
+            _check_field(name, getattr(self, name))
 
 
 def env_credentials(environ: Mapping[str, str] | None = None) -> tuple:

@@ -5,6 +5,11 @@ at a time, and deletes them after the server's ``200``. Transient failures (no c
 429, 5xx, an agent that does not exist yet, a refused token) are retried forever with exponential
 backoff and full jitter, honouring ``Retry-After``; ``flush()``/``close()`` cut a backoff short.
 No failure ever escapes the thread: each is logged and counted in ``stats``.
+
+The owner hears of what happens through two optional callables, both run on this thread (a slow
+one holds delivery up): ``on_delivered(first_seq, last_seq)`` after each acknowledged batch, and
+``on_error(exc, info)`` for what retrying cannot fix (see :class:`Alerts`). A callback that
+raises is logged and delivery goes on.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from agents_bar_stream.exceptions import (
     AgentsBarError,
     APIError,
     AuthenticationError,
+    InvalidRequestError,
+    PayloadTooLargeError,
     ServerBusyError,
     ServiceUnavailableError,
     WrongServiceError,
@@ -47,7 +54,7 @@ from agents_bar_stream.wire import (
     json_body,
 )
 
-__all__ = ["DeliveryStats", "Flusher", "FlusherWait", "is_transient"]
+__all__ = ["Alerts", "DeliveryStats", "Flusher", "FlusherWait", "is_transient"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +96,65 @@ def _json_object(response: Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def call_safely(what: str, fn: Callable[..., Any], *args: Any) -> None:
+    """Run a user's callback; whatever it raises is logged, never let out into the flusher's loop."""
+    try:
+        fn(*args)
+    except BaseException:  # noqa: BLE001 - a callback must not end delivery (SystemExit in a thread included)
+        logger.exception("the %s callback raised; delivery goes on", what)
+
+
+#: The ``kind`` of an ``on_error`` report, and whether it is reported at once (else only once it
+#: has lasted ``interval``: a short outage or a 503 is what the retries are for).
+ERROR_KINDS = {
+    "authentication": True,  # the credentials (or the token) were refused after a fresh login
+    "wrong_service": True,  # base_url does not speak the protocol
+    "agent_deleted": True,  # a 404 for an agent this stream had delivered to
+    "agent_not_found": False,  # a 404 from the start: the agent may be created later
+    "outage": False,  # unreachable, timeouts, 429/5xx
+    "refused": False,  # any other error answer, or a local error (the disk)
+}
+
+
+class Alerts:
+    """When ``on_error`` hears of a delivery problem: rate-limited, one clock per kind.
+
+    A problem of an immediate kind is reported at its first failure; the others once they have
+    lasted ``interval`` seconds. After a report, the same kind is reported again at most once per
+    ``interval`` while it lasts. An acknowledged request ends every problem (:meth:`clear`).
+    Used by the flusher's thread only.
+    """
+
+    def __init__(self, on_error: Callable[[Exception, dict[str, Any]], None] | None, interval: float) -> None:
+        self.on_error = on_error
+        self.interval = interval
+        self.since: float | None = None  # monotonic time of the first failure since the last success
+        self._last: dict[str, float] = {}  # kind -> monotonic time of its last report
+
+    def failed(self, exc: Exception, kind: str, info: dict[str, Any], now: float | None = None) -> bool:
+        """Record one failure; report it when due. Returns whether it was reported."""
+        now = time.monotonic() if now is None else now
+        if self.since is None:
+            self.since = now
+        lasted = now - self.since
+        if not ERROR_KINDS.get(kind, True) and lasted < self.interval:
+            return False
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last[kind] = now
+        self.report(exc, {"kind": kind, "seconds": lasted, **info})
+        return True
+
+    def report(self, exc: Exception, info: dict[str, Any]) -> None:
+        if self.on_error is not None:
+            call_safely("on_error", self.on_error, exc, info)
+
+    def clear(self) -> None:
+        self.since = None
+        self._last.clear()
+
+
 class _Stopped(Exception):
     """The flusher was asked to stop while a batch was still undelivered."""
 
@@ -119,13 +185,17 @@ class Flusher(threading.Thread):
     """Delivers ``queue`` through ``session`` for agent ``agent_name``; see the module docstring.
 
     ``on_progress(consumed, freed)`` is called after every delivery or dead letter;
-    ``on_agent_info(details)`` once with the agent's details, unless ``agent_known``. Both run on
-    the flusher's thread.
+    ``on_agent_info(details)`` once with the agent's details, unless ``agent_known``. The user's
+    ``on_delivered`` and ``on_error`` are described in the module docstring; ``error_interval``
+    paces ``on_error`` (:class:`Alerts`). All of them run on the flusher's thread.
     """
 
     def __init__(self, queue: DiskQueue, session: Session, agent_name: str, *, batch_size: int,
                  flush_interval: float, policy: RetryPolicy, on_progress: Callable[[int, int], None],
-                 on_agent_info: Callable[[dict[str, Any]], None] | None = None, agent_known: bool = False) -> None:
+                 on_agent_info: Callable[[dict[str, Any]], None] | None = None, agent_known: bool = False,
+                 on_delivered: Callable[[int, int], None] | None = None,
+                 on_error: Callable[[Exception, dict[str, Any]], None] | None = None,
+                 error_interval: float = 60.0) -> None:
         super().__init__(name=f"agents-bar-stream-flusher[{agent_name}]", daemon=True)
         self.queue = queue
         self.session = session
@@ -158,6 +228,12 @@ class Flusher(threading.Thread):
         self._exit_lock = threading.Lock()
         self._exited = False
         self._close_queue = False
+        self.on_delivered = on_delivered
+        self.alerts = Alerts(on_error, error_interval)
+        # The refusal of the credentials that stops delivery now (None once a request gets through),
+        # and how many there were: flush() raises for one that came after it was called.
+        self.auth_error: AuthenticationError | None = None
+        self.auth_refusals = 0
 
     def hurry(self) -> None:
         """Cut the current backoff or batching wait short: deliver what is committed now."""
@@ -222,6 +298,7 @@ class Flusher(threading.Thread):
                 level = logging.ERROR if failures in (1, 10) or failures % 100 == 0 else logging.DEBUG
                 logger.log(level, "%s; keeping %d steps of %r and trying again (attempt %d)",
                            exc, self.queue.committed_pending(), self.agent_name, failures)
+                self._failed(exc)
                 delay = min(self.policy.max_delay, self.policy.initial * 2 ** min(failures + 3, 20))
                 self._sleep(random.uniform(delay / 2, delay))
             except Exception as exc:  # noqa: BLE001 - one bad answer or disk error must not end delivery
@@ -233,6 +310,7 @@ class Flusher(threading.Thread):
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 logger.warning("delivery for %r failed on an unexpected error; keeping the steps and trying "
                                "again (attempt %d)", self.agent_name, failures, exc_info=True)
+                self._failed(exc)
                 delay = min(self.policy.max_delay, self.policy.initial * 2 ** min(failures, 20))
                 self._sleep(random.uniform(delay / 2, delay))
 
@@ -331,6 +409,33 @@ class Flusher(threading.Thread):
         else:
             message = "delivery for %r failed; keeping %d steps and retrying (attempt %d): %s"
         logger.log(level, message, self.agent_name, self.queue.committed_pending(), state.attempt_number, exc)
+        if isinstance(exc, Exception):
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """One failed attempt: what on_error (and flush()) hear of it."""
+        if isinstance(exc, AuthenticationError):
+            self.auth_error = exc
+            self.auth_refusals += 1
+            kind = "authentication"
+        elif isinstance(exc, WrongServiceError):
+            kind = "wrong_service"
+        elif isinstance(exc, AgentNotFoundError):
+            # Steps may be queued before create_agent(): a 404 is news only for an agent that took
+            # steps from this stream already (it was deleted), or once it has lasted error_interval.
+            kind = "agent_deleted" if self.stats.delivered else "agent_not_found"
+        elif isinstance(exc, ServiceUnavailableError):
+            kind = "outage"
+        else:
+            kind = "refused"
+        self.alerts.failed(exc, kind, {"agent": self.agent_name, "pending": self.queue.committed_pending()})
+
+    def _answered(self) -> None:
+        """A request got an answer that delivery acts on: every problem is over."""
+        self.stats.online = True
+        if self.alerts.since is not None or self.auth_error is not None:
+            self.auth_error = None
+            self.alerts.clear()
 
     def _call(self, method: str, path: str, body: bytes | None = None,
               headers: dict[str, str] | None = None) -> Response:
@@ -432,7 +537,7 @@ class Flusher(threading.Thread):
         if body is None:
             batch, body, headers = self._encode(batch)
         response = self._attempt("POST", self._path + "/steps", body, headers)
-        self.stats.online = True
+        self._answered()
         status = response.status
         if status == 200:
             answer = response.json()
@@ -441,6 +546,10 @@ class Flusher(threading.Thread):
             last = min(batch.last_local, self.queue.local_for_wire(acked, batch.first_local))
             if last >= batch.first_local:
                 self._consumed(last)
+                if self.on_delivered is not None:
+                    # Wire numbers (the server's acked_seq for this producer): the batch holds no removed step.
+                    call_safely("on_delivered", self.on_delivered, batch.first_wire,
+                                batch.first_wire + last - batch.first_local)
             self._cap = None
         elif status == 409:
             expected = int(response.json().get("expected_seq", 0))
@@ -489,6 +598,12 @@ class Flusher(threading.Thread):
         logger.error("the server refused step %d of agent %r for good (%d: %s); moved it to the dead-letter store "
                      "in %s", local, self.agent_name, status, detail, self.queue.directory)
         self.on_progress(0, 0)
+        error_type = PayloadTooLargeError if status == 413 else InvalidRequestError
+        exc = error_type(status, detail, method="POST", path=self._path)
+        # Every dead letter is reported (each is one step given up on), whatever the pacing of the rest.
+        self.alerts.report(exc, {"kind": "dead_letter", "agent": self.agent_name, "seconds": 0.0,
+                                 "pending": self.queue.committed_pending(), "seq": batch.first_wire + index,
+                                 "status": status, "detail": detail, "queue_dir": str(self.queue.directory)})
 
     def _consumed(self, through_local: int) -> None:
         consumed, freed = self.queue.mark_consumed(through_local, then=self._count_delivered)
@@ -506,11 +621,13 @@ class Flusher(threading.Thread):
     def _deliver_legacy(self, batch: Batch) -> None:
         item = item_to_json(batch.items[0])
         response = self._attempt("POST", self._path + "/step", b'{"step_data":' + item + b"}")
-        self.stats.online = True
+        self._answered()
         if response.status in (413, 422):  # this one step can never be accepted
             self._dead_letter(batch, 0, response.status, response.detail())
         elif 200 <= response.status < 300:
             self._consumed(batch.first_local)
+            if self.on_delivered is not None:
+                call_safely("on_delivered", self.on_delivered, batch.first_wire, batch.first_wire)
         else:  # a 409 has no meaning on /step; keep the step and try again a little later
             self.stats.last_error = f"{response.status}: {response.detail()}"
             self._sleep(min(1.0, self.policy.max_delay))

@@ -13,11 +13,19 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from agents_bar_stream import config as cfg
-from agents_bar_stream.exceptions import ClosedError, QueueFullError, StorageError
+from agents_bar_stream.exceptions import (
+    AuthenticationError,
+    ClosedError,
+    QueueFullError,
+    QueueLockedError,
+    StorageError,
+)
 from agents_bar_stream.flusher import DeliveryStats, Flusher
 from agents_bar_stream.protocol import StepEncoder, agent_obs_shape, agent_sizes
 from agents_bar_stream.session import Session
@@ -56,6 +64,38 @@ def idle_stats(durability: str) -> dict[str, Any]:
             "queue_dir": None, "producer_id": None, "durability": durability, "storage_error": None, "damaged": []}
 
 
+#: Most worker queues of one agent under one root (slots 0 .. MAX_WORKER_SLOTS - 1).
+MAX_WORKER_SLOTS = 256
+
+
+def worker_slot_dir(base: Path, slot: int) -> Path:
+    """The queue directory of worker ``slot`` of the agent whose default queue is ``base`` (slot 0)."""
+    return base if slot == 0 else base.with_name(f"{base.name}.w{slot}")
+
+
+def open_worker_slot(base: Path, *, service_url: str, agent_name: str) -> DiskQueue:
+    """The first worker queue of the agent that no process (nor RemoteAgent here) holds.
+
+    N processes or threads streaming to one agent with the default queue_dir need nothing by hand:
+    the first takes ``base`` (the queue of a single-process program, as before), the next ones
+    ``base.w1``, ``base.w2``, ... each with its own producer id. A slot is claimed by the queue's
+    lock (an flock, which the kernel gives back however its process dies), and slots are tried
+    lowest first: a restarted worker takes the slot a dead one left, with its steps, and
+    delivers them. Raises QueueLockedError when every slot is held.
+    """
+    for slot in range(MAX_WORKER_SLOTS):
+        directory = worker_slot_dir(base, slot)
+        try:
+            queue = DiskQueue(directory, service_url=service_url, agent_name=agent_name)
+        except QueueLockedError:
+            continue
+        if slot:
+            logger.info("the queue of %r at %s is in use; this RemoteAgent uses worker queue %s (producer %s)",
+                        agent_name, base, directory, queue.producer_id)
+        return queue
+    raise QueueLockedError(f"all {MAX_WORKER_SLOTS} worker queues of {agent_name!r} under {base.parent} are in use")
+
+
 # Streams alive in this process, for the fork and exit hooks (weak: an agent that is garbage
 # collected takes its stream with it).
 _LIVE: weakref.WeakSet[Stream] = weakref.WeakSet()
@@ -66,13 +106,16 @@ class Stream:
 
     def __init__(self, session: Session, agent_name: str, *, obs_size: int | None, action_size: int | None,
                  discrete: bool | None, confirmed: bool = False,
-                 options: cfg.StreamOptions = cfg.StreamOptions()) -> None:
+                 options: cfg.StreamOptions = cfg.StreamOptions(),
+                 on_delivered: Callable[[int, int], None] | None = None,
+                 on_error: Callable[[Exception, dict[str, Any]], None] | None = None) -> None:
         self.pid = os.getpid()
         self.agent_name = agent_name
-        directory = options.queue_dir
-        if directory is None:
-            directory = cfg.default_queue_dir(session.base_url, agent_name)
-        self.queue = DiskQueue(directory, service_url=session.base_url, agent_name=agent_name)
+        if options.queue_dir is None:
+            self.queue = open_worker_slot(cfg.default_queue_dir(session.base_url, agent_name),
+                                          service_url=session.base_url, agent_name=agent_name)
+        else:
+            self.queue = DiskQueue(options.queue_dir, service_url=session.base_url, agent_name=agent_name)
         self.durability = options.durability
         self.commit_interval = options.commit_interval
         self.max_pending_bytes = options.max_pending_bytes
@@ -105,7 +148,8 @@ class Stream:
         self._flusher = Flusher(self.queue, session, agent_name, batch_size=options.batch_size,
                                 flush_interval=options.flush_interval, policy=options.retry_policy,
                                 on_progress=self._on_progress, on_agent_info=self._on_agent_info,
-                                agent_known=confirmed)
+                                agent_known=confirmed, on_delivered=on_delivered, on_error=on_error,
+                                error_interval=options.error_interval)
         self._committer: threading.Thread | None = None
         self._commit_wake = threading.Event()
         _LIVE.add(self)
@@ -321,11 +365,16 @@ class Stream:
         return len(self._buffer) + self._committing
 
     def flush(self, timeout: float | None = None) -> bool:
-        """True once every step queued before the call is acknowledged; False when ``timeout`` passes first."""
+        """True once every step queued before the call is acknowledged; False when ``timeout`` passes first.
+
+        Raises :class:`AuthenticationError` when the server refuses the credentials during the
+        wait (after a fresh login): waiting longer could not help. The steps stay queued.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         target = self._next_local - 1
         if self.pending == 0:
             return True
+        refusals = self._flusher.auth_refusals
         self.start()
         self._commit_wake.set()
         self._flusher.hurry()
@@ -333,6 +382,11 @@ class Stream:
             while True:
                 if self.queue.delivered_through(target, self._in_memory):
                     return True
+                refused = self._flusher.auth_error
+                if refused is not None and self._flusher.auth_refusals != refusals:
+                    raise AuthenticationError(
+                        f"delivery of {self.agent_name!r} stopped: {refused}; {self._pending_locked()} steps stay "
+                        "queued and are sent once the credentials are accepted", status=refused.status)
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -351,7 +405,10 @@ class Stream:
             return
         timeout = self.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        delivered = self.flush(timeout) if self._started else self.pending == 0
+        try:
+            delivered = self.flush(timeout) if self._started else self.pending == 0
+        except AuthenticationError:
+            delivered = False  # said by flush() to whoever called it; close() keeps the steps on disk
         with self._cond:
             self._closed = True
             self._cond.notify_all()

@@ -1,4 +1,4 @@
-"""``queue status|replay|dead-letters|salvage|purge``: look after the on-disk step queues.
+"""``queue status|replay|dead-letters|salvage|purge|gc``: look after the on-disk step queues.
 
 Named ``queues`` rather than ``queue`` so that it can never shadow the standard library's module.
 """
@@ -64,7 +64,10 @@ def register(subparsers: Any) -> None:
                     "once, then exit 0. Safe to interrupt (Ctrl-C): what is not delivered stays on disk; run the "
                     "command again to continue.",
         epilog=CREDENTIALS_EPILOG)
-    replay.add_argument("queue_dir", metavar="QUEUE_DIR", help="the queue directory")
+    replay.add_argument("queue_dir", metavar="QUEUE_DIR", nargs="?", help="the queue directory")
+    replay.add_argument("--all", action="store_true",
+                        help="every queue under the root that holds transitions, one after the other (queues in "
+                             "use by a process, and those set aside when their agent was deleted, are skipped)")
     add_server_options(replay, "base URL of the server (default: the one stored in the queue)")
     replay.add_argument("--timeout", type=positive_float, metavar="S",
                         help="give up after S seconds, leaving the rest on disk (default: no limit)")
@@ -105,8 +108,47 @@ def register(subparsers: Any) -> None:
     purge.add_argument("--yes", action="store_true", help="really delete it")
     purge.set_defaults(handler=cmd_purge)
 
+    gc = qsub.add_parser(
+        "gc", help="delete empty or orphaned queues not touched for a while", formatter_class=formatter,
+        description="Find the queues under the root that nothing was written to for --older-than and that are "
+                    "empty (nothing pending, no dead letters) or orphaned (set aside when their agent was "
+                    "deleted: their steps can never be delivered; or a directory under the root that holds no "
+                    "queue). A dry run by default: it lists them and deletes nothing; --delete deletes them. A "
+                    "queue in use by a process is never touched.")
+    gc.add_argument("--older-than", required=True, type=_duration, metavar="AGE",
+                    help="untouched for at least this long: seconds, or with a unit (30m, 12h, 7d)")
+    mode = gc.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", dest="delete", action="store_false", help="only list them (the default)")
+    mode.add_argument("--delete", dest="delete", action="store_true", help="delete them")
+    gc.add_argument("--root", metavar="DIR",
+                    help="the queue root (default: $AGENTS_BAR_STREAM_QUEUE_ROOT, else "
+                         "~/.cache/agents-bar-stream/queues)")
+    gc.set_defaults(handler=cmd_gc, delete=False)
+
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+def _duration(text: str) -> float:
+    from agents_bar_stream.config import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds
+
+
+def _queue_root(args: argparse.Namespace) -> Path:
+    from agents_bar_stream.config import default_queue_root
+
+    root = getattr(args, "root", None)
+    return Path(root).expanduser() if root else default_queue_root()
+
+
+def _set_aside(path: Path) -> bool:
+    """Whether ``path`` is a queue set aside by RemoteAgent.remove() (its agent was deleted)."""
+    return ".removed-" in path.name
 
 
 def queue_dir(text: str) -> Path:
@@ -270,11 +312,43 @@ def _export_salvaged(steps: list[dict[str, Any]], target: str) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.all == bool(args.queue_dir):
+        raise CommandError(f"give QUEUE_DIR or --all (one of them is required, not both; see `{PROG} queue replay "
+                           "--help`)", EXIT_USAGE)
+    if not args.all:
+        return _replay_one(args, queue_dir(args.queue_dir))
+    root = _queue_root(args)
+    dirs = sorted(p for p in root.iterdir() if (p / "data").is_dir()) if root.is_dir() else []
+    todo, failed = [], 0
+    for path in dirs:
+        if _set_aside(path):
+            continue  # its agent was deleted: never sent to a new agent of that name
+        summary = read_summary(path)
+        if summary["pending"] == 0:
+            continue
+        if summary["locked_by_pid"]:
+            print(f"skipping {path}: in use by process {summary['locked_by_pid']}, which delivers it")
+            continue
+        todo.append(path)
+    if not todo:
+        print(f"no queue under {root} holds transitions to replay")
+        return EXIT_OK
+    for path in todo:
+        try:
+            code = _replay_one(args, path)
+        except CommandError as exc:
+            print(f"{PROG}: {path}: {exc}", file=sys.stderr)
+            code = EXIT_FAILURE
+        failed += code != EXIT_OK
+    print(f"replayed {len(todo) - failed} of {len(todo)} queues" + (f"; {failed} failed (see above)" if failed else ""))
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _replay_one(args: argparse.Namespace, path: Path) -> int:
     from agents_bar_stream.client import RemoteAgent
     from agents_bar_stream.config import RetryPolicy, StreamOptions
     from agents_bar_stream.progress import format_duration, progress
 
-    path = queue_dir(args.queue_dir)
     summary = read_summary(path)
     url = server_url(args, summary)
     with talking_to(url):
@@ -450,4 +524,103 @@ def cmd_purge(args: argparse.Namespace) -> int:
         lockfile.release(fd)
     print(f"deleted {path}: {summary['pending']} undelivered transitions and {summary['dead_letters']} dead letters "
           f"of agent {summary['agent'] or '?'} discarded")
+    return EXIT_OK
+
+
+# --- gc -------------------------------------------------------------------------------------------
+
+
+def _last_write(path: Path) -> float:
+    """The newest modification time of anything in ``path`` (the directory itself included)."""
+    newest = path.stat().st_mtime
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                newest = max(newest, os.path.getmtime(os.path.join(root, name)))
+            except OSError:
+                pass
+    return newest
+
+
+def _gc_reason(path: Path, *, locked_by_us: bool = False) -> str | None:
+    """Why ``path`` may be collected ("empty", "orphaned: ..."), or None to keep it."""
+    from agents_bar_stream import lockfile
+
+    if not locked_by_us and lockfile.holder(path) is not None:
+        return None  # in use
+    if not (path / "data").is_dir():
+        return "orphaned: no queue in it"
+    # Opening the database to read it updates its modification time: put the times back, or a
+    # dry run would make every queue it looked at seem fresh to the next one.
+    times = {}
+    for root, dirs, files in os.walk(path):
+        for name in files + dirs:
+            full = os.path.join(root, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            times[full] = (st.st_atime, st.st_mtime)
+    try:
+        summary = read_summary(path)
+    except Exception:  # noqa: BLE001 - a damaged queue is for `queue salvage`, never collected
+        return None
+    finally:
+        for full, stamp in times.items():
+            try:
+                os.utime(full, stamp)
+            except OSError:
+                pass
+    if summary["damaged"]:
+        return None
+    if _set_aside(path):
+        return f"orphaned: its agent was deleted ({summary['pending']} undelivered, {summary['dead_letters']} dead)"
+    if summary["pending"] == 0 and summary["dead_letters"] == 0:
+        return "empty"
+    return None
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from agents_bar_stream import lockfile
+
+    root = _queue_root(args)
+    if not root.is_dir():
+        print(f"no queues under {root}")
+        return EXIT_OK
+    now = time.time()
+    found = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        age = now - _last_write(path)
+        if age < args.older_than:
+            continue
+        reason = _gc_reason(path)
+        if reason is not None:
+            found.append((path, reason, age, sum(f.stat().st_size for f in path.rglob("*") if f.is_file())))
+    if not found:
+        print(f"no empty or orphaned queue under {root} is older than {human_age(args.older_than)}")
+        return EXIT_OK
+    rows = [(str(p), reason, human_age(age), human_bytes(size)) for p, reason, age, size in found]
+    print(table(rows, ("QUEUE DIR", "WHY", "UNTOUCHED FOR", "SIZE"), right=(2, 3)))
+    total = human_bytes(sum(size for *_, size in found))
+    if not args.delete:
+        print(f"dry run: nothing deleted; `{PROG} queue gc --older-than {args.older_than:g} --delete` "
+              f"deletes these {len(found)} ({total})")
+        return EXIT_OK
+    deleted = 0
+    for path, _reason, _age, _size in found:
+        try:
+            # Under the queue's own lock, checked again: a process may have opened it since.
+            fd = lockfile.acquire(path) if (path / "lock").exists() else None
+        except (lockfile.LockHeld, OSError):
+            print(f"kept {path}: it is in use now")
+            continue
+        try:
+            if _gc_reason(path, locked_by_us=True) is None:
+                print(f"kept {path}: it changed meanwhile")
+                continue
+            shutil.rmtree(path)
+            deleted += 1
+        finally:
+            lockfile.release(fd)
+    print(f"deleted {deleted} of {len(found)} queues ({total})")
     return EXIT_OK

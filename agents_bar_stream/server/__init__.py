@@ -9,6 +9,8 @@ Its modules, each importing only those listed below it::
                     deps (state, current user, current agent), inputs (bodies, forms, queries),
                     binary_steps (a /steps body: JSON, or the binary encoding of Part 3's compact
                     steps, maybe zstd)
+    metrics.py      GET /metrics (prometheus-client, a registry per application), the request
+                    timing middleware, and who may read it (token | public | off)
     errors.py       HTTPProblem and the one place that turns errors into {"detail": ...} answers
     state.py        ServerState: what the routes share, one per application (app.state.server)
     connections.py  the connection guards uvicorn lacks (deadlines, a cap, quiet accept errors)

@@ -26,6 +26,7 @@ from agents_bar_stream.server.limits import (
     MAX_AGENTS_PER_USER,
     MAX_UPLOADS_AT_ONCE,
 )
+from agents_bar_stream.server.metrics import MetricsMiddleware, ServerMetrics, metrics_endpoint
 from agents_bar_stream.server.state import ServerState, Settings, open_state
 
 __all__ = [
@@ -52,6 +53,8 @@ def create_app(
     save_interval: float = DEFAULT_SAVE_INTERVAL,
     streaming: bool = True,
     binary_steps: bool = True,
+    metrics: str = "token",
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """The server application over ``data_dir`` (created when missing).
 
@@ -61,6 +64,11 @@ def create_app(
     streaming and policy endpoints answer 404, so clients can be tested against an old server.
     With ``binary_steps=False`` ``/steps`` takes JSON only and ``/stream/info`` does not advertise
     Part 3's binary steps, as a server from before them.
+
+    ``GET /metrics`` (Prometheus text, ``server/metrics.py``) names every account's agents, so by
+    default (``metrics="token"``) it needs ``Authorization: Bearer <metrics_token>`` (a secret of
+    the operator's, not a user's login token; without one it answers 403); ``"public"`` serves
+    it to anyone who can reach the port (bind it to a private address), ``"off"`` not at all.
     """
     state = open_state(
         Path(data_dir),
@@ -74,6 +82,12 @@ def create_app(
     app = FastAPI(title="Agents Bar (agents-bar-stream)", lifespan=_lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
     install_error_handlers(app)
+    if metrics != "off":
+        app.state.metrics = ServerMetrics(state, mode=metrics, token=metrics_token)
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+        app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    else:
+        app.state.metrics = None
     # The order of the routes is the order of matching; none of these paths overlap across routers.
     app.include_router(auth.router)
     app.include_router(agents.router)

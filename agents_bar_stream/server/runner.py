@@ -139,6 +139,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="take POST /steps as JSON only and do not advertise the binary steps, like a server from before "
              "them (to test clients against one)",
     )
+        "--metrics", choices=["token", "public", "off"], default="token",
+        help="who may GET /metrics (Prometheus text; it names every account's agents): 'token' (default) a "
+        "bearer of --metrics-token-file's token, 'public' anyone who reaches the port, 'off' nobody",
+    )
+    parser.add_argument("--metrics-token-file", metavar="FILE",
+                        help="a file holding the bearer token Prometheus sends for /metrics (keep it mode 0600)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="(default: %(default)s)")
 
@@ -216,6 +222,17 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"agents-bar-stream serve: {exc}", file=sys.stderr)
         return 2
     data_dir = Path(args.data_dir).expanduser()
+    metrics_token = None
+    if args.metrics_token_file:
+        try:
+            metrics_token = Path(args.metrics_token_file).read_text().strip()
+        except OSError as exc:
+            print(f"agents-bar-stream serve: --metrics-token-file: {exc}", file=sys.stderr)
+            return 2
+        if len(metrics_token) < 16:
+            print("agents-bar-stream serve: --metrics-token-file: the token must be at least 16 characters",
+                  file=sys.stderr)
+            return 2
     app = create_app(
         data_dir,
         users=users,
@@ -228,6 +245,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         save_interval=args.save_interval,
         streaming=args.streaming,
         binary_steps=args.binary_steps,
+        metrics=args.metrics,
+        metrics_token=metrics_token,
     )
     # torch and the rest are imported by now: move their millions of objects out of the garbage
     # collector's sight. Otherwise each full collection, which parsing a large /steps body sets

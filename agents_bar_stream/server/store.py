@@ -387,6 +387,10 @@ class Store:
         )
         return row[0] if row else -1
 
+    def producer_positions(self) -> list[tuple[int, str, int, float | None]]:
+        """``(agent_id, producer_id, acked_seq, last_seen)`` of every producer of every agent (for /metrics)."""
+        return self._reader().execute("SELECT agent_id, producer_id, acked_seq, last_seen FROM producers").fetchall()
+
     def producers(self, agent_id: int, limit: int) -> tuple[list[ProducerRow], int]:
         """The agent's ``limit`` most recently seen producers (latest first), and how many it has."""
         conn = self._reader()

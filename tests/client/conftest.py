@@ -33,6 +33,8 @@ def clean_env(monkeypatch):
     """No AGENTS_BAR_* variable of the developer's shell leaks into a test; tests set their own."""
     for name in _ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
+    for name in _STREAM_FIELDS:  # the StreamOptions fallbacks (AGENTS_BAR_STREAM_DURABILITY, ...)
+        monkeypatch.delenv(f"AGENTS_BAR_STREAM_{name.upper()}", raising=False)
     return monkeypatch
 
 

@@ -206,6 +206,8 @@ async def step(name: str, request: Request, row: CurrentAgent, state: State) -> 
         position = await run_in_threadpool(state.store.append_step, row.id, data)
     except LookupError:
         raise HTTPProblem(404, f"agent {name!r} not found") from None
+    if request.app.state.metrics is not None:
+        request.app.state.metrics.steps(row.owner, row.name, 1, 0)
     runtime = state.learners.peek(row.id)
     if runtime is not None:
         runtime.notify()

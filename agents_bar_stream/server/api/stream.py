@@ -54,6 +54,8 @@ async def post_steps(request: Request, row: CurrentAgent, state: State) -> Respo
         raise HTTPProblem(415, "this server takes JSON steps only (serve --json-steps-only)")
     result = await run_in_threadpool(_apply_steps, state, row, body, headers.get("content-type"),
                                      headers.get("content-encoding"))
+    if request.app.state.metrics is not None:
+        request.app.state.metrics.steps(row.owner, row.name, result["applied"], result["duplicates"])
     runtime = state.learners.peek(row.id)
     if runtime is not None and result["applied"]:
         runtime.notify()
