@@ -111,6 +111,11 @@ class Placement:
             if runtime is None or not runtime.leading:  # fenced off, or removed: let another take it
                 self._held.pop(agent_id, None)
                 session.resign(agent_id)
+        # Notifications are the fast path; this catches any that were missed (a session renewed).
+        for agent_id, version in self._store.checkpoint_versions().items():
+            runtime = self._learners.peek(agent_id)
+            if runtime is not None:
+                runtime.refresh(version)
         if not self._learners.learn:
             return
         for row in rows:

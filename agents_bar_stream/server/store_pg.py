@@ -121,7 +121,7 @@ def migrate(conn: psycopg.Connection) -> int:
         row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
         found = int(row[0]) if row else 0
         if found > SCHEMA_VERSION:
-            raise RuntimeError(f"the database's schema is version {found}, newer than this server's "
+            raise StoreUnavailable(f"the database's schema is version {found}, newer than this server's "
                                f"{SCHEMA_VERSION}: upgrade the server")
         for version, statements in MIGRATIONS:
             if version <= found:
@@ -404,9 +404,10 @@ class PostgresStore:
         row = self._one("SELECT version, cursor, payload FROM checkpoints WHERE agent_id = %s", (agent_id,))
         return Checkpoint(int(row[0]), int(row[1]), bytes(row[2])) if row else None
 
-    def checkpoint_version(self, agent_id: int) -> int:
-        row = self._one("SELECT version FROM checkpoints WHERE agent_id = %s", (agent_id,))
-        return int(row[0]) if row else 0
+    def checkpoint_versions(self) -> dict[int, int]:
+        """The version of every agent's saved weights."""
+        with self._tx() as conn:
+            return {int(a): int(v) for a, v in conn.execute("SELECT agent_id, version FROM checkpoints")}
 
     def save_checkpoint(self, agent_id: int, epoch: int | None, cursor: int, payload: bytes) -> int | None:
         """Save weights at ``cursor``; their new version, or None when ``epoch`` is no longer the learner's.
@@ -450,15 +451,6 @@ class ReplicaSession:
             self._conn.execute(f"LISTEN {WEIGHTS_CHANNEL}")
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot open the replica's session: {exc}") from exc
-        self._pending: list[tuple[int, int]] = []
-        # A handler, not only the notifies() generator: notifications that arrive while this
-        # connection runs another statement (a lock attempt) are delivered to it too.
-        self._conn.add_notify_handler(self._on_notify)
-
-    def _on_notify(self, notify: psycopg.Notify) -> None:
-        agent, _, version = notify.payload.partition(" ")
-        if agent.isdigit() and version.isdigit():
-            self._pending.append((int(agent), int(version)))
 
     def try_lead(self, agent_id: int) -> bool:
         """Take the agent's learner lock if no replica holds it; held until :meth:`resign` or the end."""
@@ -469,11 +461,17 @@ class ReplicaSession:
         self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LEARNER_LOCK_CLASS, agent_id))
 
     def wait(self, timeout: float) -> list[tuple[int, int]]:
-        """``(agent_id, version)`` of weights saved since the last call, waiting up to ``timeout`` for one."""
-        if not self._pending:
-            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                pass
-        out, self._pending = self._pending, []
+        """``(agent_id, version)`` of weights saved since the last call, waiting up to ``timeout`` for one.
+
+        The fast path only: psycopg before 3.3 may drop a notification that arrives while this
+        connection runs another statement, so ``replicas.Placement`` also compares versions
+        (:meth:`PostgresStore.checkpoint_versions`) at every round.
+        """
+        out = []
+        for notify in self._conn.notifies(timeout=timeout, stop_after=1):
+            agent, _, version = notify.payload.partition(" ")
+            if agent.isdigit() and version.isdigit():
+                out.append((int(agent), int(version)))
         return out
 
     def ping(self) -> None:
