@@ -113,7 +113,8 @@ def test_50k_steps_through_three_replicas_one_killed_arrive_once_in_order(cluste
                 if i == kill_at:
                     # Killed while a request is in flight to it: whatever it was applying is
                     # committed or not at all, and its client never hears which.
-                    wait_for(lambda: balancer.in_flight[1] > 0, 30, interval=0.001, message="a request to the victim")
+                    wait_for(lambda: balancer.busy(1, "/steps "), 30, interval=0.0005,
+                             message="a batch sent to the victim")
                     victim.kill()
                     restarted = pool.submit(victim.start, 120)
                 elif i == back_at:
@@ -133,7 +134,7 @@ def test_50k_steps_through_three_replicas_one_killed_arrive_once_in_order(cluste
     # replica took requests again after it rejoined.
     assert balancer.refused[1] + balancer.cut > 0, (balancer.refused, balancer.cut)
     assert balancer.served[1] > served_before_rejoin, balancer.served
-    print(f"\nrequests served {dict(balancer.served)}, refused {dict(balancer.refused)}, cut {balancer.cut}; "
+    print(f"\nrequests served {dict(balancer.served)}, refused {dict(balancer.refused)}, cut {balancer.cut_requests}; "
           f"client retries {stats['retries']}, duplicates {stats['duplicates']}")
     api.cleanup()
 
@@ -180,3 +181,26 @@ def test_the_learner_moves_to_another_replica_when_its_own_dies(cluster, balance
     finally:
         cluster[holder].start(120)
         api.cleanup()
+
+
+def test_one_batch_sent_to_every_replica_at_once_is_applied_once(cluster, agent_name):
+    # A retry routed to another replica while the first is still applying it: the producer's row
+    # lock lets one replica apply the batch; the others answer with duplicates.
+    token = login(cluster[0].url, *USER)
+    apis = [Api(s.url, token) for s in cluster]
+    apis[0].create_agent(agent_name)
+    steps = [{"obs": obs_of(i), "action": [i % 2], "reward": 0.0, "next_obs": obs_of(i + 1), "done": False}
+             for i in range(2000)]
+    for first in (0, 2000):  # a new producer row, then an existing one
+        batch = [dict(s, obs=obs_of(first + i)) for i, s in enumerate(steps)]
+        with concurrent.futures.ThreadPoolExecutor(len(apis)) as pool:
+            answers = list(pool.map(lambda a, b=batch, f=first: a.send_steps(agent_name, "p", f, b), apis))
+        assert [r.status_code for r in answers] == [200] * len(apis), [r.text for r in answers]
+        results = [r.json() for r in answers]
+        assert sum(r["applied"] for r in results) == 2000
+        assert sum(r["duplicates"] for r in results) == 2000 * (len(apis) - 1)
+        assert {r["acked_seq"] for r in results} == {first + 1999}
+    log = apis[1].log(agent_name)
+    assert [e["seq"] for e in log] == list(range(4000))
+    assert [int(e["step"]["obs"][0]) for e in log] == list(range(4000))
+    apis[0].cleanup()

@@ -81,8 +81,9 @@ class RoundRobinProxy:
         self.served: Counter[int] = Counter()
         self.refused: Counter[int] = Counter()
         self.cut = 0  # client connections closed because the upstream died mid-request
-        #: Requests sent to each upstream and not answered yet (a test kills one mid-request).
-        self.in_flight: Counter[int] = Counter()
+        self.cut_requests: list[str] = []  # their request lines
+        #: Requests sent and not answered yet, by (upstream, request line): a test kills one mid-request.
+        self.in_flight: Counter[tuple[int, str]] = Counter()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -127,10 +128,11 @@ class RoundRobinProxy:
                 head = _read_head(client, buf)
                 body = _read_body(client, buf, head)
                 index, upstream = self._pick()
+                line = head.split(b"\r\n", 1)[0].decode("latin-1")
                 with upstream:
                     upstream.settimeout(_TIMEOUT)
                     with self._lock:
-                        self.in_flight[index] += 1
+                        self.in_flight[index, line] += 1
                     try:
                         upstream.sendall(head + body)
                         ubuf = bytearray()
@@ -140,10 +142,11 @@ class RoundRobinProxy:
                     except (OSError, _Closed):
                         with self._lock:
                             self.cut += 1
+                            self.cut_requests.append(line)
                         raise _Closed("upstream died mid-request") from None
                     finally:
                         with self._lock:
-                            self.in_flight[index] -= 1
+                            self.in_flight[index, line] -= 1
                 with self._lock:
                     self.served[index] += 1
                 client.sendall(answer + answer_body)
@@ -155,6 +158,11 @@ class RoundRobinProxy:
             with self._lock:
                 self._clients.discard(client)
             client.close()
+
+    def busy(self, index: int, request_part: str) -> bool:
+        """Whether upstream ``index`` is handling a request whose request line contains ``request_part``."""
+        with self._lock:
+            return any(n > 0 and i == index and request_part in line for (i, line), n in self.in_flight.items())
 
     def stop(self) -> None:
         self._stop.set()
