@@ -588,6 +588,8 @@ class AgentRuntime:
             finally:
                 self.weights_generation += 1
         self._saved_cursor = -1  # force the next save
+        if self._shared:
+            self._publish_upload()
 
     # weights in a shared store (PostgreSQL): one replica learns, the others follow its saves
 
@@ -640,9 +642,40 @@ class AgentRuntime:
         return self._epoch is not None
 
     def refresh(self, version: int) -> None:
-        """Weights of ``version`` were saved by the agent's learner: take them if this replica only acts."""
-        if self._epoch is None and version > self._loaded_version:
+        """Weights of ``version`` were saved: take them (a learner takes only the network of an upload)."""
+        if version <= self._loaded_version:
+            return
+        if self._epoch is None:
             self._load_checkpoint()
+            return
+        # The learner saved every version up to _loaded_version itself: a newer one is a snapshot
+        # uploaded through another replica. Learn on from those weights, at this learner's cursor.
+        checkpoint = self._store.load_checkpoint(self.id)
+        if checkpoint is None or checkpoint.version <= self._loaded_version:
+            return
+        try:
+            saved = torch.load(io.BytesIO(checkpoint.payload), map_location="cpu", weights_only=True)
+            with self.lock:
+                self._set_network(saved["network"])
+                self.weights_generation += 1
+        except Exception:
+            logger.exception("agent %s: cannot load the uploaded weights from the store", self.id)
+            return
+        self._loaded_version = checkpoint.version
+        self._saved_cursor = -1
+
+    def _publish_upload(self) -> None:
+        """Share weights uploaded to this replica (POST /snapshots) with the others, the learner first."""
+        if self._epoch is not None:
+            self.save()
+            return
+        with self.lock:
+            payload = {"network": _network_state(self.agent), "cursor": self.cursor, "model": self.model}
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        version = self._store.save_checkpoint(self.id, None, payload["cursor"], buf.getvalue())
+        if version is not None:
+            self._loaded_version = version
 
     def _report_progress(self) -> None:
         """Record the learner's cursor in the shared store (about once a second), for the other replicas."""
