@@ -24,18 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
-
 
 # --- the workers (each in its own process) -----------------------------------------------------------
 
@@ -105,25 +104,90 @@ def _run_workers(commands: List[List[str]], timeout: float = 900) -> List[Dict[s
     return out
 
 
+# --- CPU time of the parts ---------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of ``pid`` (and of its reaped children when asked); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
+    return ticks / _TICK
+
+
+def _postgres_cpu(data_dir: Optional[str]) -> float:
+    """CPU seconds of the PostgreSQL of ``data_dir``: the postmaster, its live backends and the reaped ones."""
+    if data_dir is None:
+        return 0.0
+    try:
+        postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = _cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == postmaster:
+                total += _cpu_seconds(int(entry.name))
+    return total
+
+
+class _Cpu:
+    """CPU seconds the servers and PostgreSQL spent between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pids: List[int], pg_dir: Optional[str]) -> None:
+        self.pids, self.pg_dir = pids, pg_dir
+
+    def _now(self) -> Tuple[float, float]:
+        return sum(_cpu_seconds(p) for p in self.pids), _postgres_cpu(self.pg_dir)
+
+    def start(self) -> None:
+        self.t0 = self._now()
+
+    def stop(self) -> Tuple[float, float]:
+        t1 = self._now()
+        return t1[0] - self.t0[0], t1[1] - self.t0[1]
+
+
 # --- one configuration -------------------------------------------------------------------------------
 
-def _measure(urls: List[str], producers: int, n: int, act_n: int, work: Path) -> Dict[str, Any]:
+def _measure(urls: List[str], producers: int, n: int, act_n: int, work: Path, cpu: _Cpu) -> Dict[str, Any]:
     agent = c.agent_name("scale")
     c.create_agent(urls[0], agent)
+    cpu.start()
     ingest = _run_workers([["--worker", "ingest", "--url", urls[k % len(urls)], "--agent", agent, "--n", str(n),
                             "--queue", str(work / f"q-{agent}-{k}"), "--seed", str(k)] for k in range(producers)])
     if not all(r["ok"] for r in ingest):
         raise RuntimeError("a producer's steps were not all delivered")
     span = max(r["end"] for r in ingest) - min(r["start"] for r in ingest)
+    ingest_server_cpu, ingest_pg_cpu = cpu.stop()
+    for url in urls:  # the agent loaded on every replica (torch: a second of CPU) before act is measured
+        _act_worker(url, agent, 1)
+    cpu.start()
     acts = _run_workers([["--worker", "act", "--url", urls[k % len(urls)], "--agent", agent, "--n", str(act_n)]
                          for k in range(producers)])
+    act_server_cpu, act_pg_cpu = cpu.stop()
     ns = sorted(t for r in acts for t in r["ns"])
+    steps = producers * n
     act_span = max(r["end"] for r in acts) - min(r["start"] for r in acts)
     return {
         "ingest_rate": producers * n / span, "ingest_seconds": span,
         "retries": sum(r["retries"] for r in ingest), "duplicates": sum(r["duplicates"] for r in ingest),
         "act_p50_ms": ns[len(ns) // 2] / 1e6, "act_p90_ms": ns[int(len(ns) * 0.9)] / 1e6,
         "act_rate": len(ns) / act_span,
+        # CPU per unit of work, the figures that carry to other machines: ms of CPU per 1000 steps
+        # ingested, per act() call, in the server processes and in PostgreSQL.
+        "server_cpu_ms_per_1k_steps": 1e6 * ingest_server_cpu / steps,
+        "pg_cpu_ms_per_1k_steps": 1e6 * ingest_pg_cpu / steps,
+        "server_cpu_ms_per_act": 1e3 * act_server_cpu / len(ns),
+        "pg_cpu_ms_per_act": 1e3 * act_pg_cpu / len(ns),
     }
 
 
@@ -150,11 +214,13 @@ def main() -> int:
 
     results: Dict[str, Dict[str, Any]] = {}
     with c.Workdir("scale") as work:
-        pg = pgserver.get_server(tempfile.mkdtemp(prefix="abs-pg-"), cleanup_mode="stop")
+        pg_root = tempfile.mkdtemp(prefix="abs-pg-")
+        pg = pgserver.get_server(pg_root, cleanup_mode="stop")
         try:
             configs = [("SQLite, 1 server", 1, None), ("PostgreSQL, 1 replica", 1, "pg"),
                        ("PostgreSQL, 2 replicas", 2, "pg"), ("PostgreSQL, 3 replicas", 3, "pg")]
             for label, count, kind in configs:
+                pg_dir = None
                 if kind is None:
                     servers = [c.start_server(work / "sqlite")]
                 else:
@@ -165,19 +231,24 @@ def main() -> int:
                         conn.execute(f"CREATE DATABASE {db}")
                     uri = pg.get_uri().replace("/postgres?", f"/{db}?")
                     servers = _start_replicas(count, uri, work)
+                    pg_dir = pg_root
+                cpu = _Cpu([s.process.pid for s in servers], pg_dir)
                 try:
-                    results[label] = _measure([s.url for s in servers], args.producers, n, act_n, work)
+                    results[label] = _measure([s.url for s in servers], args.producers, n, act_n, work, cpu)
                 finally:
                     for s in servers:
                         s.stop(timeout=30)
                 print(label, json.dumps(results[label]), flush=True)
         finally:
             pg.cleanup()
-    rows = [(label, f"{r['ingest_rate']:,.0f}", f"{r['ingest_seconds']:.1f}", f"{r['act_p50_ms']:.2f}",
-             f"{r['act_p90_ms']:.2f}", f"{r['act_rate']:,.0f}", r["retries"]) for label, r in results.items()]
+    rows = [(label, f"{r['ingest_rate']:,.0f}", f"{r['server_cpu_ms_per_1k_steps']:.0f}",
+             f"{r['pg_cpu_ms_per_1k_steps']:.0f}", f"{r['act_p50_ms']:.2f}", f"{r['act_p90_ms']:.2f}",
+             f"{r['act_rate']:,.0f}", f"{r['server_cpu_ms_per_act']:.2f}", f"{r['pg_cpu_ms_per_act']:.2f}")
+            for label, r in results.items()]
     markdown = (f"{args.producers} producers x {n:,} steps into one agent; {args.producers} x {act_n} act() calls\n\n"
-                + c.table(["configuration", "ingest steps/s", "ingest s", "act p50 ms", "act p90 ms", "act calls/s",
-                           "retries"], rows))
+                + c.table(["configuration", "ingest steps/s", "server CPU ms/1k steps", "PostgreSQL CPU ms/1k steps",
+                           "act p50 ms", "act p90 ms", "act calls/s", "server CPU ms/act", "PostgreSQL CPU ms/act"],
+                          rows))
     print(markdown)
     c.save("bench_scale", {"producers": args.producers, "n": n, "act_n": act_n, "results": results}, markdown,
            args.quick)
