@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from agents_bar_stream.server.learner import Learners
 from agents_bar_stream.server.store_pg import PostgresStore, ReplicaSession
@@ -65,6 +66,7 @@ class Placement:
             self._session = None
 
     def _run(self) -> None:
+        failures, logged_at = 0, 0.0
         while not self._stop.is_set():
             try:
                 if self._session is None or self._session.broken:
@@ -75,8 +77,21 @@ class Placement:
                     runtime = self._learners.peek(agent_id)
                     if runtime is not None:
                         runtime.refresh(version)
-            except Exception:
-                logger.warning("learner placement failed; trying again in %.0f s", self._interval, exc_info=True)
+                if failures:
+                    logger.info("learner placement works again after %d failed rounds", failures)
+                failures = 0
+            except Exception as exc:
+                # While the database is away this fails every round: the first failure with its
+                # traceback, then a line a minute, so that an outage does not flood the log.
+                failures += 1
+                now = time.monotonic()
+                if failures == 1:
+                    logger.warning("learner placement failed; trying again every %.0f s", self._interval,
+                                   exc_info=True)
+                    logged_at = now
+                elif now - logged_at >= 60:
+                    logger.warning("learner placement still failing (%d rounds): %s", failures, exc)
+                    logged_at = now
                 self._stop.wait(self._interval)
 
     def _new_session(self) -> None:
