@@ -44,17 +44,17 @@ def _ingest_worker(url: str, agent: str, n: int, queue: str, seed: int) -> Dict[
     pool = c.transitions(seed=seed)
     client = c.our_client(url)
     remote = RemoteAgent(client, agent, stream=StreamOptions(queue_dir=queue))
-    t0 = time.time()
+    t0, cpu0 = time.time(), os.times()
     step = remote.step
     for i in range(n):
         t = pool[i & 1023]
         step(t[0], t[1], t[2], t[3], t[4])
     ok = remote.flush(600)
-    t1 = time.time()
+    t1, cpu1 = time.time(), os.times()
     stats = remote.stats
     remote.close(5)
     return {"start": t0, "end": t1, "ok": ok and stats["delivered"] == n, "retries": stats["retries"],
-            "duplicates": stats["duplicates"]}
+            "duplicates": stats["duplicates"], "cpu": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)}
 
 
 def _act_worker(url: str, agent: str, n: int) -> Dict[str, Any]:
@@ -185,6 +185,7 @@ def _measure(urls: List[str], producers: int, n: int, act_n: int, work: Path, cp
         # CPU per unit of work, the figures that carry to other machines: ms of CPU per 1000 steps
         # ingested, per act() call, in the server processes and in PostgreSQL.
         "server_cpu_ms_per_1k_steps": 1e6 * ingest_server_cpu / steps,
+        "client_cpu_ms_per_1k_steps": 1e6 * sum(r.get("cpu", 0.0) for r in ingest) / steps,
         "pg_cpu_ms_per_1k_steps": 1e6 * ingest_pg_cpu / steps,
         "server_cpu_ms_per_act": 1e3 * act_server_cpu / len(ns),
         "pg_cpu_ms_per_act": 1e3 * act_pg_cpu / len(ns),
@@ -241,12 +242,14 @@ def main() -> int:
                 print(label, json.dumps(results[label]), flush=True)
         finally:
             pg.cleanup()
-    rows = [(label, f"{r['ingest_rate']:,.0f}", f"{r['server_cpu_ms_per_1k_steps']:.0f}",
-             f"{r['pg_cpu_ms_per_1k_steps']:.0f}", f"{r['act_p50_ms']:.2f}", f"{r['act_p90_ms']:.2f}",
+    rows = [(label, f"{r['ingest_rate']:,.0f}", f"{r['client_cpu_ms_per_1k_steps']:.1f}",
+             f"{r['server_cpu_ms_per_1k_steps']:.1f}",
+             f"{r['pg_cpu_ms_per_1k_steps']:.1f}", f"{r['act_p50_ms']:.2f}", f"{r['act_p90_ms']:.2f}",
              f"{r['act_rate']:,.0f}", f"{r['server_cpu_ms_per_act']:.2f}", f"{r['pg_cpu_ms_per_act']:.2f}")
             for label, r in results.items()]
     markdown = (f"{args.producers} producers x {n:,} steps into one agent; {args.producers} x {act_n} act() calls\n\n"
-                + c.table(["configuration", "ingest steps/s", "server CPU ms/1k steps", "PostgreSQL CPU ms/1k steps",
+                + c.table(["configuration", "ingest steps/s", "producers' CPU ms/1k steps", "server CPU ms/1k steps",
+                           "PostgreSQL CPU ms/1k steps",
                            "act p50 ms", "act p90 ms", "act calls/s", "server CPU ms/act", "PostgreSQL CPU ms/act"],
                           rows))
     print(markdown)
