@@ -641,6 +641,19 @@ class AgentRuntime:
     def leading(self) -> bool:
         return self._epoch is not None
 
+    def hand_over(self, timeout: float = 10.0) -> int | None:
+        """Stop learning and save (fenced), so that another replica can resume exactly here.
+
+        Returns the epoch given up (None if this replica was not learning the agent); the runtime
+        stays, to act from the saved weights.
+        """
+        epoch = self._epoch
+        if epoch is None:
+            return None
+        self.stop(save=True, timeout=timeout)
+        self._epoch = None
+        return epoch
+
     def refresh(self, version: int) -> None:
         """Weights of ``version`` were saved: take them (a learner takes only the network of an upload)."""
         if version <= self._loaded_version:

@@ -1,8 +1,9 @@
 """Learner placement across replicas that share one PostgreSQL store, and the weights they follow.
 
 One :class:`Placement` thread per server process (only with a shared store). About once a second
-it tries to take the learner lock (``ReplicaSession.try_lead``, a session advisory lock) of every
-agent that no replica learns; the replica that gets it claims a new epoch
+it tries to take the learner lock (``ReplicaSession.try_lead``, a session advisory lock) of the
+agents that no replica learns, up to a fair share (``ceil(agents / learning replicas)``; a replica
+over it hands one agent over per round, saved first); the replica that gets one claims a new epoch
 (``PostgresStore.claim_learner``) and starts the agent's learner from the last saved weights and
 cursor. Every other replica keeps the agent only for ``act``: when the learner saves, PostgreSQL
 notifies the weights' version and they load it (``AgentRuntime.refresh``).
@@ -102,7 +103,17 @@ class Placement:
                 self._give_up(agent_id)
             self._session.close()
             self._session = None
-        self._session = self._store.session()
+        self._session = self._store.session(learning=self._learners.learn)
+
+    def _hand_over(self, session: ReplicaSession, agent_id: int) -> None:
+        epoch = self._held.pop(agent_id)
+        runtime = self._learners.peek(agent_id)
+        if runtime is not None:
+            runtime.hand_over()
+        self._store.release_learner(agent_id, epoch)
+        session.resign(agent_id)
+        logger.info("agent %s: handed over by this replica (%s) for a fair share", agent_id,
+                    self._learners.replica_id)
 
     def _give_up(self, agent_id: int) -> None:
         self._held.pop(agent_id, None)
@@ -133,8 +144,14 @@ class Placement:
                 runtime.refresh(version)
         if not self._learners.learn:
             return
+        # A fair share: no replica learns more than ceil(agents / live replicas), so learners
+        # spread over the replicas; one that holds more (others joined since) hands one over per
+        # round, saved first, so that its new learner resumes exactly where it stopped.
+        fair = -(-len(rows) // session.live_replicas())
+        if len(self._held) > fair:
+            self._hand_over(session, next(iter(self._held)))
         for row in rows:
-            if self._stop.is_set():
+            if self._stop.is_set() or len(self._held) >= fair:
                 return
             if row.id in self._held or not session.try_lead(row.id):
                 continue

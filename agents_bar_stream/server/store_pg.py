@@ -60,6 +60,8 @@ __all__ = ["MIGRATIONS", "WEIGHTS_CHANNEL", "Checkpoint", "PostgresStore", "Repl
 
 logger = logging.getLogger(__name__)
 
+#: The ``application_name`` of every replica's placement session: counting them counts live replicas.
+REPLICA_APPLICATION_NAME = "agents-bar-replica"
 #: The LISTEN/NOTIFY channel on which a learner announces newly saved weights.
 WEIGHTS_CHANNEL = "agents_bar_weights"
 # Advisory lock keys. The schema lock is one bigint; per-object locks use the two-int4 form, whose
@@ -435,9 +437,9 @@ class PostgresStore:
             conn.execute("SELECT pg_notify(%s, %s)", (WEIGHTS_CHANNEL, f"{agent_id} {version}"))
             return int(version)
 
-    def session(self) -> ReplicaSession:
+    def session(self, *, learning: bool = True) -> ReplicaSession:
         """A dedicated connection for learner locks and weight notifications (see :class:`ReplicaSession`)."""
-        return ReplicaSession(self.conninfo)
+        return ReplicaSession(self.conninfo, learning=learning)
 
 
 class ReplicaSession:
@@ -448,9 +450,12 @@ class ReplicaSession:
     :meth:`try_lead` then succeeds. Not thread-safe: one thread (``replicas.Placement``) uses it.
     """
 
-    def __init__(self, conninfo: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, conninfo: str, *, learning: bool = True, connect_timeout: float = 10.0) -> None:
+        # Only replicas that learn are counted for the fair share (``--no-learn`` ones act only).
+        name = REPLICA_APPLICATION_NAME if learning else REPLICA_APPLICATION_NAME + "-acting"
         try:
-            self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=max(int(connect_timeout), 1))
+            self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=max(int(connect_timeout), 1),
+                                         application_name=name)
             self._conn.execute(f"LISTEN {WEIGHTS_CHANNEL}")
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot open the replica's session: {exc}") from exc
@@ -480,6 +485,14 @@ class ReplicaSession:
     def ping(self) -> None:
         """Raise psycopg.Error when the connection (and so every lock of this session) is gone."""
         self._conn.execute("SELECT 1")
+
+    def live_replicas(self) -> int:
+        """How many learning replicas (their placement sessions) are connected to this database (at least 1)."""
+        row = self._conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            (REPLICA_APPLICATION_NAME,),
+        ).fetchone()
+        return max(int(row[0]) if row else 1, 1)
 
     @property
     def broken(self) -> bool:

@@ -204,3 +204,29 @@ def test_one_batch_sent_to_every_replica_at_once_is_applied_once(cluster, agent_
     assert [e["seq"] for e in log] == list(range(4000))
     assert [int(e["step"]["obs"][0]) for e in log] == list(range(4000))
     apis[0].cleanup()
+
+
+def test_learners_spread_over_the_replicas_and_come_back_to_a_restarted_one(cluster):
+    # Three agents, three learning replicas: one learner each (a fair share is ceil(3 / 3)). When
+    # one replica dies its agent goes to another (ceil(3 / 2) = 2 each); when it is back, the
+    # replica holding two hands one over (saved first), and it is one each again.
+    token = login(cluster[0].url, *USER)
+    api = Api(cluster[0].url, token)
+    names = [f"spread-{i}" for i in range(3)]
+    for name in names:
+        api.create_agent(name, warm_up=1_000_000, hidden_layers=[8])
+    ids = {f"r{i}" for i in range(REPLICAS)}
+
+    def learners(via: Api) -> list:
+        return [via.agent(name)["learner"] for name in names]
+
+    try:
+        wait_for(lambda: set(learners(api)) == ids, 30, message="one learner per replica")
+        victim = 2
+        watch = Api(cluster[0].url, token)
+        cluster[victim].kill()
+        wait_for(lambda: set(learners(watch)) == ids - {f"r{victim}"}, 30, message="the dead replica's agent moved")
+        cluster[victim].start(120)
+        wait_for(lambda: set(learners(watch)) == ids, 30, message="an agent handed over to the restarted replica")
+    finally:
+        api.cleanup()
