@@ -43,6 +43,7 @@ from agents_bar_stream.protocol import (
     API_PREFIX,
     SUPPORTED_MODELS,
     UnconfirmedShapeError,
+    agent_obs_shape,
     agent_sizes,
     encode_observation,
     is_discrete,
@@ -905,7 +906,7 @@ class RemoteAgent:
         self._agent_model = str(info["model"]).lower()
         self._discrete = discrete
         self._sizes_confirmed = True
-        stream.learn_shapes(obs_size, action_size, discrete)
+        stream.learn_shapes(obs_size, action_size, discrete, obs_shape=agent_obs_shape(info))
         return True
 
     def flush(self, timeout: float | None = None) -> bool:

@@ -38,6 +38,7 @@ from agents_bar_stream.protocol import API_PREFIX
 from agents_bar_stream.session import Session
 from agents_bar_stream.storage import Batch, DiskQueue
 from agents_bar_stream.transport import Response
+from agents_bar_stream.wire import CONTENT_ENCODING_ZSTD, STEP_ENCODING, binary_body, item_to_json, json_body
 
 __all__ = ["DeliveryStats", "Flusher", "FlusherWait", "is_transient"]
 
@@ -139,6 +140,10 @@ class Flusher(threading.Thread):
         self.wake_up: Callable[[], None] = self._wake.set
         self.stop_event = threading.Event()
         self.legacy: bool | None = None
+        # The body /steps is sent as (issue 12): binary when the server lists STEP_ENCODING in
+        # /stream/info, zstd-compressed too when it lists zstd and that is smaller; else JSON lists.
+        self.binary = False
+        self.zstd: Any = None  # a zstandard compressor, when the server takes zstd and the module is here
         self.max_steps = batch_size
         self.max_bytes = 8 * 2**20
         self._cap: int | None = None  # a temporary smaller batch after a 413 or before a 422's bad step
@@ -250,12 +255,44 @@ class Flusher(threading.Thread):
             self._learn_agent()
         if self.legacy and len(batch.items) > 1:
             batch = self.queue.read_batch(1, self.max_bytes - 256) or batch
+        body, headers = None, None
+        if not self.legacy:
+            # Encoded before the claim: a batch whose body is over the server's limit is cut here,
+            # and only what is sent is marked sent.
+            batch, body, headers = self._encode(batch)
         if not self.queue.claim(batch):
             return  # drop_oldest took some of it while we lingered or probed: read again
         if self.legacy:
             self._deliver_legacy(batch)
         else:
-            self._deliver(batch)
+            self._deliver(batch, body, headers)
+
+    def _encode(self, batch: Batch) -> tuple[Batch, bytes, dict[str, str] | None]:
+        """The body of ``batch`` (or of its head, when the whole is over ``max_bytes``) and its headers.
+
+        The batch was read up to ``max_bytes`` of queued bytes; an array step flattened to JSON is
+        several times its raw size, so the body itself is measured and the batch halved until it fits
+        (a single step that does not fit goes as it is: the server's 413 dead-letters it).
+        """
+        producer = self.queue.producer_id
+        while True:
+            if self.binary:
+                body = binary_body(producer, batch.first_wire, batch.items)
+            else:
+                body = json_body(producer, batch.first_wire, batch.items)
+            if len(body) <= self.max_bytes or len(batch.items) == 1:
+                break
+            keep = len(batch.items) // 2
+            batch = Batch(batch.first_local, batch.first_wire, batch.items[:keep], batch.enqueued_at)
+        if not self.binary:
+            return batch, body, None
+        headers = {"Content-Type": STEP_ENCODING}
+        if self.zstd is not None:
+            packed = self.zstd.compress(body)  # zstd's C code releases the GIL: step() goes on meanwhile
+            if len(packed) < len(body):
+                body = packed
+                headers["Content-Encoding"] = CONTENT_ENCODING_ZSTD
+        return batch, body, headers
 
     def _retrying(self) -> Retrying:
         return Retrying(
@@ -284,14 +321,18 @@ class Flusher(threading.Thread):
             message = "delivery for %r failed; keeping %d steps and retrying (attempt %d): %s"
         logger.log(level, message, self.agent_name, self.queue.committed_pending(), state.attempt_number, exc)
 
-    def _call(self, method: str, path: str, body: bytes | None = None) -> Response:
+    def _call(self, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> Response:
         """One request; raises for the answers that mean 'try again later', returns the others.
 
         The answers of ``/steps`` that the flusher acts on are checked here, inside the retry loop:
         a 200 without ``acked_seq`` or a 409 without ``expected_seq`` (a proxy's HTML page, say) is
         an error to back off from and retry, never a reason to stop delivering.
         """
-        response = self.session.request(method, path, body=body, timeout=_SEND_TIMEOUT)
+        if headers:
+            response = self.session.request(method, path, body=body, timeout=_SEND_TIMEOUT, headers=headers)
+        else:
+            response = self.session.request(method, path, body=body, timeout=_SEND_TIMEOUT)
         status = response.status
         if path.endswith("/steps") and status in (200, 409):
             field = "acked_seq" if status == 200 else "expected_seq"
@@ -305,9 +346,10 @@ class Flusher(threading.Thread):
         # Everything else raises one of our errors; is_transient() decides that it is tried again.
         return response.raise_for_status()
 
-    def _attempt(self, method: str, path: str, body: bytes | None = None) -> Response:
+    def _attempt(self, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> Response:
         try:
-            return self._retrying()(self._call, method, path, body)
+            return self._retrying()(self._call, method, path, body, headers)
         except BaseException as exc:
             if self.stop_event.is_set():
                 raise _Stopped() from exc
@@ -345,7 +387,21 @@ class Flusher(threading.Thread):
             self.legacy = False
             self.max_steps = max(1, min(self.batch_size, int(info.get("max_batch_steps", self.batch_size))))
             self.max_bytes = max(1024, int(info.get("max_batch_bytes", self.max_bytes)))
+            self._choose_encoding(info)
         self.stats.mode = "legacy" if self.legacy else "stream"
+
+    def _choose_encoding(self, info: dict[str, Any]) -> None:
+        """Binary bodies when the server advertises them (a server without the keys gets JSON lists)."""
+        encodings = info.get("step_encodings")
+        self.binary = isinstance(encodings, list) and STEP_ENCODING in encodings
+        self.zstd = None
+        compressions = info.get("content_encodings")
+        if self.binary and isinstance(compressions, list) and CONTENT_ENCODING_ZSTD in compressions:
+            try:
+                import zstandard  # noqa: PLC0415 - optional (the `arrays` extra); without it bodies go uncompressed
+            except ImportError:
+                return
+            self.zstd = zstandard.ZstdCompressor(level=1)
 
     def _learn_agent(self) -> None:
         """One try at the agent's details; nothing is retried here (delivery has its own backoff)."""
@@ -361,11 +417,10 @@ class Flusher(threading.Thread):
 
     # --- Part 2: batches ------------------------------------------------------------------------------
 
-    def _deliver(self, batch: Batch) -> None:
-        producer = self.queue.producer_id
-        head = b'{"producer_id":"%s","first_seq":%d,"steps":[' % (producer.encode(), batch.first_wire)
-        body = head + b",".join(batch.items) + b"]}"
-        response = self._attempt("POST", self._path + "/steps", body)
+    def _deliver(self, batch: Batch, body: bytes | None = None, headers: dict[str, str] | None = None) -> None:
+        if body is None:
+            batch, body, headers = self._encode(batch)
+        response = self._attempt("POST", self._path + "/steps", body, headers)
         self.stats.online = True
         status = response.status
         if status == 200:
@@ -416,7 +471,9 @@ class Flusher(threading.Thread):
 
     def _dead_letter(self, batch: Batch, index: int, status: int, detail: str) -> None:
         local = batch.first_local + index
-        self.queue.dead_letter(local, batch.items[index], status, detail, then=self._count_dead_letter)
+        # Dead letters are JSON records that a person reads: an array step is kept flattened, its values the same.
+        item = item_to_json(batch.items[index])
+        self.queue.dead_letter(local, item, status, detail, then=self._count_dead_letter)
         self._cap = None
         logger.error("the server refused step %d of agent %r for good (%d: %s); moved it to the dead-letter store "
                      "in %s", local, self.agent_name, status, detail, self.queue.directory)
@@ -436,7 +493,7 @@ class Flusher(threading.Thread):
     # --- Part 1 only: one step at a time -----------------------------------------------------------------
 
     def _deliver_legacy(self, batch: Batch) -> None:
-        item = batch.items[0]
+        item = item_to_json(batch.items[0])
         response = self._attempt("POST", self._path + "/step", b'{"step_data":' + item + b"}")
         self.stats.online = True
         if response.status in (413, 422):  # this one step can never be accepted

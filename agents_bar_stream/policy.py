@@ -325,8 +325,12 @@ class LocalPolicy:
         """Copy one observation into the bound input array, refusing what numpy would broadcast."""
         np = self._np
         if isinstance(obs, np.ndarray):
-            if obs.shape != (self.obs_size,):
-                raise PolicyError(f"an observation must have shape [{self.obs_size}], not {list(obs.shape)}")
+            # A camera frame (84, 84, 4) is its elements in C order, as step() and the server read it
+            # (issue 12); rows of obs_size numbers ((1, obs_size)) are a batch, for act_batch.
+            if obs.size != self.obs_size or (obs.ndim > 1 and obs.shape[-1] == self.obs_size):
+                raise PolicyError(f"an observation must have shape [{self.obs_size}] (or any shape of that many "
+                                  f"values), not {list(obs.shape)}")
+            obs = obs.reshape(-1)
         else:
             try:
                 size = len(obs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from agents_bar_stream.exceptions import InvalidStepError
+from agents_bar_stream.wire import DTYPE_NAMES, array_item, check_frame, dtype_key, is_array
 
 __all__ = [
     "API_PREFIX",
@@ -24,6 +26,7 @@ __all__ = [
     "SUPPORTED_MODELS",
     "StepEncoder",
     "UnconfirmedShapeError",
+    "agent_obs_shape",
     "agent_sizes",
     "check_numbers",
     "encode_observation",
@@ -94,6 +97,15 @@ def agent_sizes(info: Any) -> tuple[int | None, int | None, bool | None]:
     return sizes[0], sizes[1], discrete
 
 
+def agent_obs_shape(info: Any) -> tuple[int, ...] | None:
+    """The observation shape an agent's config declares (``obs_shape``: a list of positive ints), else None."""
+    config = info.get("config") if isinstance(info, Mapping) else None
+    shape = config.get("obs_shape") if isinstance(config, Mapping) else None
+    if type(shape) is list and shape and all(type(n) is int and n > 0 for n in shape):
+        return tuple(shape)
+    return None
+
+
 def check_numbers(name: str, value: Any, size: int | None) -> None:
     """Check a wire vector: a list of ``size`` (when given) JSON numbers within MAX_MAGNITUDE."""
     if type(value) is not list:
@@ -152,6 +164,9 @@ def validate_step(
 # --- the client's side: user values -> wire bytes ------------------------------------------------
 
 _NUMBER_TYPES = (int, float)
+# Numpy observations of fewer elements than this go as JSON lists (see StepEncoder.encode); larger ones
+# as raw bytes. Measured (bench/bench_arrays.py): below ~64 float32s a list is cheaper in step().
+_INLINE_BELOW = 64
 
 
 class UnconfirmedShapeError(InvalidStepError):
@@ -174,7 +189,9 @@ def _plain_vector(name: str, value: Any) -> list:
         vec = list(value)
     elif hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
         if getattr(value, "ndim", 1) > 1:
-            raise InvalidStepError(_not_flat(name, tuple(value.shape)))
+            if not is_array(value):
+                raise InvalidStepError(_not_flat(name, tuple(value.shape)))
+            value = value.ravel()  # a numpy array of any shape is its elements in C order (issue 12)
         vec = value.tolist()
         if type(vec) is not list:
             vec = [vec]
@@ -222,6 +239,14 @@ def _not_flat(name: str, shape: tuple) -> str:
             "flatten it (e.g. numpy's .ravel())")
 
 
+def _plain_done(done: Any) -> bool:
+    if done is True or done is False:
+        return done
+    if not _is_array_bool(done) or getattr(done, "ndim", 1) != 0:
+        raise InvalidStepError(f"done must be a bool, got {type(done).__name__}")
+    return bool(done)
+
+
 def _plain_number(name: str, value: Any) -> float:
     t = type(value)
     if t is float or t is int:
@@ -249,17 +274,29 @@ class StepEncoder:
     later step to a wrong first one.
     """
 
-    __slots__ = ("obs_size", "action_size", "discrete", "confirmed")
+    __slots__ = ("obs_size", "action_size", "discrete", "confirmed", "obs_shape", "obs_dtype", "_np_dtype")
 
     def __init__(self, *, obs_size: int | None = None, action_size: int | None = None,
-                 discrete: bool | None = None, confirmed: bool = False) -> None:
+                 discrete: bool | None = None, confirmed: bool = False,
+                 obs_shape: tuple[int, ...] | None = None) -> None:
         self.obs_size = obs_size
         self.action_size = action_size
         self.discrete = discrete
         self.confirmed = confirmed
+        # Numpy observations (issue 12): the shape is the agent's (its config's obs_shape) or the
+        # first accepted array step's, the dtype the first accepted array step's; later array steps
+        # are held to both. Lists carry neither and are checked by their length only.
+        self.obs_shape = obs_shape
+        self.obs_dtype: str | None = None
+        self._np_dtype: Any = None  # numpy's dtype object of obs_dtype: an identity test on the fast path
 
-    def confirm(self, obs_size: int | None, action_size: int | None, discrete: bool | None) -> None:
+    def confirm(self, obs_size: int | None, action_size: int | None, discrete: bool | None,
+                obs_shape: tuple[int, ...] | None = None) -> None:
         """The agent's own sizes and kind: they replace whatever was learnt from steps."""
+        if obs_shape is not None:
+            self.obs_shape = obs_shape
+        elif obs_size is not None and obs_size != self.obs_size:
+            self.obs_shape = None  # learnt from steps of another size: the agent's size wins
         if obs_size is not None:
             self.obs_size = obs_size
         if discrete is not None:
@@ -277,8 +314,28 @@ class StepEncoder:
                policy_version: str | None = None) -> bytes:
         """The step's wire bytes; ``policy_version`` (the version of the local policy that chose the
         action, issue 11) is added as a field only when given: a step of a remote act() is unchanged."""
-        obs_v = _plain_vector("obs", obs)
-        next_v = _plain_vector("next_obs", next_obs)
+        spec = None
+        if type(obs) is list:  # the usual list step: exactly as before arrays existed (issue 12)
+            obs_v = _plain_vector("obs", obs)
+            next_v = _plain_vector("next_obs", next_obs)
+        else:
+            np = sys.modules.get("numpy")
+            if np is not None and type(obs) is np.ndarray and type(next_obs) is np.ndarray:
+                if obs.size >= _INLINE_BELOW:
+                    return self._encode_arrays(obs, action, reward, next_obs, done, policy_version)
+                # A small array (CartPole's 4 floats) is cheaper as a JSON list than as raw bytes with
+                # a reference: numpy's per-call costs (min/max, a header) are more than the values'
+                # own. Its shape and dtype are held all the same; the values are the same.
+                spec = self._array_spec(obs, next_obs)
+                if obs.ndim == 1:
+                    obs_v = obs.tolist()
+                    next_v = next_obs.tolist()
+                else:
+                    obs_v = obs.ravel().tolist()
+                    next_v = next_obs.ravel().tolist()
+            else:
+                obs_v = _plain_vector("obs", obs)
+                next_v = _plain_vector("next_obs", next_obs)
         size = self.obs_size
         if size is None:
             size = len(obs_v)
@@ -292,9 +349,7 @@ class StepEncoder:
         action_v, discrete = self._action(action)
         reward = _plain_number("reward", reward)
         if done is not True and done is not False:
-            if not _is_array_bool(done) or getattr(done, "ndim", 1) != 0:
-                raise InvalidStepError(f"done must be a bool, got {type(done).__name__}")
-            done = bool(done)
+            done = _plain_done(done)
         try:
             data = orjson.dumps({"obs": obs_v, "action": action_v, "reward": reward, "next_obs": next_v, "done": done})
         except TypeError:  # orjson's JSONEncodeError: an integer beyond 64 bits
@@ -310,6 +365,8 @@ class StepEncoder:
             raise InvalidStepError("obs must not be empty")
         # Learnt only once the whole step is known to be good: a refused step teaches nothing.
         self.obs_size = size
+        if spec is not None:
+            self._learn_array(obs, spec)
         self.discrete = discrete
         if not discrete:
             self.action_size = len(action_v)
@@ -321,6 +378,61 @@ class StepEncoder:
         # for the group commit would hold 4 KiB for its ~200 bytes (1.7 GB for a 400k backlog);
         # a right-sized copy is far cheaper than that memory.
         return bytes(memoryview(data))
+
+    def _array_spec(self, obs: Any, next_obs: Any) -> tuple[str, tuple[int, ...]] | None:
+        """The dtype string and shape of a step's two arrays, held to the agent's (or earlier steps');
+        None when they are those of the last accepted array step (the usual case: nothing to learn)."""
+        shape = obs.shape
+        dt = self._np_dtype
+        if dt is not None and obs.dtype is dt and next_obs.dtype is dt and shape == self.obs_shape == next_obs.shape:
+            return None  # the usual step: as the last one, nothing to learn
+        if next_obs.shape != shape:
+            raise InvalidStepError(f"obs and next_obs must have the same shape, got {shape} and {next_obs.shape}")
+        key = dtype_key("obs", obs)
+        if dtype_key("next_obs", next_obs) != key:
+            raise InvalidStepError(f"obs and next_obs must have the same dtype, got {obs.dtype} and {next_obs.dtype}")
+        if self.obs_shape is not None and shape != self.obs_shape:
+            raise self._shape_error(f"obs has shape {shape}, expected {self.obs_shape}")
+        if self.obs_dtype is not None and key != self.obs_dtype:
+            raise InvalidStepError(f"obs has dtype {DTYPE_NAMES[key]}, expected {DTYPE_NAMES[self.obs_dtype]} "
+                                   "(the dtype of the earlier array steps)")
+        return key, shape
+
+    def _learn_array(self, obs: Any, spec: tuple[str, tuple[int, ...]]) -> None:
+        if self.obs_shape is None:
+            self.obs_shape = spec[1]
+        self.obs_dtype = spec[0]
+        # Only a native little-endian dtype is taken for the identity test of the fast path.
+        self._np_dtype = obs.dtype if obs.dtype.str == spec[0] else None
+
+    def _encode_arrays(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any,
+                       policy_version: str | None) -> bytes:
+        """An array step's queued bytes: checked at C speed, its arrays copied once as raw bytes (issue 12)."""
+        size = obs.size
+        if self.obs_size is not None and size != self.obs_size:
+            raise self._shape_error(f"obs and next_obs must have {self.obs_size} numbers (the agent's observation "
+                                    f"size), got shape {obs.shape} ({size} numbers)")
+        spec = self._array_spec(obs, next_obs)
+        key = check_frame("obs", obs)
+        check_frame("next_obs", next_obs)
+        action_v, discrete = self._action(action)
+        reward = _plain_number("reward", reward)
+        done = _plain_done(done)
+        try:
+            check = orjson.dumps([action_v, reward])
+        except TypeError:  # an integer beyond 64 bits
+            raise InvalidStepError(_which_non_finite([], action_v, reward, [])) from None
+        if check.find(b"null") >= 0 or (check.find(b"e+") >= 0 and not _all_in_range([], action_v, reward, [])):
+            raise InvalidStepError(_which_non_finite([], action_v, reward, []))
+        item = array_item(obs, next_obs, key, action_v, reward, done, policy_version)
+        # Learnt only once the whole step is known to be good, as for lists.
+        self.obs_size = size
+        if spec is not None:
+            self._learn_array(obs, spec)
+        self.discrete = discrete
+        if not discrete:
+            self.action_size = len(action_v)
+        return item
 
     def _action(self, action: Any) -> tuple[list, bool]:
         """The wire action and whether it is discrete; changes nothing on self."""

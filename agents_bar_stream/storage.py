@@ -124,6 +124,16 @@ def _is_damage(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError)
 
 
+def _counted_bytes(blob: bytes, items: list[bytes]) -> int:
+    """The bytes a segment frees when deleted, as step() counted them (each step's length + 1) or more.
+
+    A compressed segment (array steps, issue 12) is far smaller on disk than the steps step() counted
+    against ``max_pending_bytes``: freeing only its stored size would leave the count too high for
+    good, and the queue would seem full when it is not.
+    """
+    return max(len(blob), sum(map(len, items)) + len(items))
+
+
 def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
 
@@ -469,7 +479,7 @@ class DiskQueue:
         except SegmentDamaged as exc:
             self._set_aside(seg, blob, str(exc))
             raise _SetAside() from None
-        seg.count, seg.nbytes, seg.time = len(items), len(blob), t
+        seg.count, seg.nbytes, seg.time = len(items), _counted_bytes(blob, items), t
         return items
 
     def _set_aside(self, seg: Segment, blob: bytes | None, reason: str) -> None:
@@ -633,7 +643,7 @@ class DiskQueue:
             self._disk_full = _storage_error("write to", self.directory, exc)
             raise self._disk_full from None
         self._disk_full = None
-        return Segment(first_local, len(items), len(blob), t)
+        return Segment(first_local, len(items), _counted_bytes(blob, items), t)
 
     def publish_segment(self, segment: Segment, then: Callable[[], None] | None = None) -> None:
         """Make a segment written by :meth:`store_segment` readable by the flusher and counted as pending.

@@ -19,7 +19,7 @@ from typing import Any
 from agents_bar_stream import config as cfg
 from agents_bar_stream.exceptions import ClosedError, QueueFullError, StorageError
 from agents_bar_stream.flusher import DeliveryStats, Flusher
-from agents_bar_stream.protocol import StepEncoder, agent_sizes
+from agents_bar_stream.protocol import StepEncoder, agent_obs_shape, agent_sizes
 from agents_bar_stream.session import Session
 from agents_bar_stream.storage import DiskQueue
 
@@ -28,6 +28,18 @@ __all__ = ["Stream", "idle_stats"]
 logger = logging.getLogger(__name__)
 
 _SEGMENT_STEPS = 4096  # most steps in one committed segment (about 1 MB of CartPole steps)
+# ... and at most about this many bytes: 4096 camera frames would be one blob of 230 MB, read whole
+# by the flusher and compressed in one go (issue 12). 4 MiB is ~70 steps of 84x84x4 uint8 frames,
+# plenty for zstd to find each step's next_obs again as the next step's obs.
+_SEGMENT_BYTES = 4 * 2**20
+# Most bytes of steps that step() keeps in memory for the group commit: a loop that outruns the
+# committer (camera frames at 1.5 GB/s) waits for it here instead of growing the process without
+# bound; memory then holds at most about twice this (the buffer and the batch being written).
+_BUFFER_BYTES = 32 * 2**20
+# Steps larger than this count towards _BUFFER_BYTES; smaller ones (CartPole's ~200 bytes) do not, so
+# that their step() pays one comparison for it: 32 MiB of them is 160k steps, far more than the
+# committer leaves in memory between two commits.
+_LARGE_STEP = 2048
 
 
 def _counters(enqueued: int, dropped: int, delivery: DeliveryStats) -> dict[str, Any]:
@@ -74,6 +86,7 @@ class Stream:
         self._cond = threading.Condition(self._lock)
         self.forked = False  # set in a child process after fork(): this stream belongs to the parent
         self._buffer: list[bytes] = []
+        self._buffer_bytes = 0  # what step() counted for the large steps in _buffer (see _BUFFER_BYTES)
         self._buffer_first = self.queue.next_local
         self._buffer_time = 0.0
         # Steps taken by the committer and not yet published. Written by the committer only: under
@@ -119,7 +132,8 @@ class Stream:
         self._flusher.hurry()
         self._flusher.wake_up()
 
-    def learn_shapes(self, obs_size: int | None, action_size: int | None, discrete: bool | None) -> None:
+    def learn_shapes(self, obs_size: int | None, action_size: int | None, discrete: bool | None,
+                     obs_shape: tuple[int, ...] | None = None) -> None:
         """The agent's own sizes (from the server): they replace what was learnt from steps.
 
         A wrong first step must not hold every later, correct one to its shape (issue 14): the
@@ -129,7 +143,7 @@ class Stream:
         with self._cond:
             enc = self._encoder
             before = (enc.obs_size, enc.action_size, enc.discrete)
-            enc.confirm(obs_size, action_size, discrete)
+            enc.confirm(obs_size, action_size, discrete, obs_shape)
             if enc.confirmed:
                 self._flusher.mark_agent_known()
             after = (enc.obs_size, enc.action_size, enc.discrete)
@@ -141,7 +155,7 @@ class Stream:
 
     def _on_agent_info(self, info: dict[str, Any]) -> None:
         """The flusher read the agent's details from the server."""
-        self.learn_shapes(*agent_sizes(info))
+        self.learn_shapes(*agent_sizes(info), obs_shape=agent_obs_shape(info))
 
     # --- step() ------------------------------------------------------------------------------------
 
@@ -165,12 +179,28 @@ class Stream:
                 if not self._buffer:
                     self._buffer_time = time.time()
                 self._buffer.append(data)
+                if size > _LARGE_STEP:  # one test for a list step (~200 bytes); frames are counted
+                    self._buffer_bytes += size
+                    if self._buffer_bytes > _BUFFER_BYTES:
+                        self._wait_for_committer()
             self._next_local += 1
             self._bytes += size
             self.enqueued += 1
         if not self._started:
             self.start()
         return True
+
+    def _wait_for_committer(self) -> None:
+        """Called with the lock held (this step is queued): wait until the committer took the buffer.
+
+        Bounded by the committer's own progress; a disk error or close() ends the wait (the step is
+        in the buffer already, kept or written as every other one).
+        """
+        self._commit_wake.set()
+        while self._buffer_bytes > _BUFFER_BYTES and self._storage_error is None and not self._closed:
+            if self._committer is None or not self._committer.is_alive():
+                return  # not started yet (the first steps) or gone: nothing to wait for
+            self._cond.wait(0.05)
 
     def _make_room(self, size: int) -> None:
         """Called with the lock held when the queue is full; applies the on_full policy."""
@@ -239,10 +269,15 @@ class Stream:
             first, t = self._buffer_first, self._buffer_time
             self._buffer_first = first + len(items)
             self._committing = len(items)
+            if self._buffer_bytes > _BUFFER_BYTES:
+                self._cond.notify_all()  # a step() waits in _wait_for_committer
+            self._buffer_bytes = 0
         done = 0
         try:
             while done < len(items):
                 chunk = items[done:done + _SEGMENT_STEPS]
+                if len(chunk[0]) > 4096 or sum(map(len, chunk)) > _SEGMENT_BYTES:
+                    chunk = _head_within(chunk, _SEGMENT_BYTES)
                 segment = self.queue.store_segment(first + done, chunk, t)
                 done += len(chunk)
                 # `pending` reads under both locks; this moves the steps from memory to disk under the
@@ -254,6 +289,7 @@ class Stream:
                 # Keep the unwritten steps in memory, in front of the newer ones, and refuse new
                 # steps until a commit succeeds: nothing accepted is given up because the disk is full.
                 self._buffer = items[done:] + self._buffer
+                self._buffer_bytes = sum(len(item) + 1 for item in self._buffer if len(item) + 1 > _LARGE_STEP)
                 self._buffer_first = first + done
                 self._committing = 0
                 if self._storage_error is None:
@@ -371,6 +407,16 @@ class Stream:
         self._closed = True
         self.forked = True
         self.queue.abandon_after_fork()
+
+
+def _head_within(items: list[bytes], limit: int) -> list[bytes]:
+    """The first of ``items`` whose sizes add up to at most ``limit`` bytes (at least one)."""
+    total = 0
+    for i, item in enumerate(items):
+        total += len(item)
+        if total > limit and i:
+            return items[:i]
+    return items
 
 
 _COMMIT_JOIN_TIMEOUT = 30.0

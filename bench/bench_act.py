@@ -13,6 +13,10 @@ network shape, so the same cost; noted in the output). Then a CartPole loop (gym
 installed, else a fake environment of the same shapes) runs act() + step() with each mode, in
 alternating blocks, and reports iterations per second.
 
+Last, the same three act() paths on a second server that is learning while they ask: a feeder
+streams transitions to the agent the whole time (about 2,000 a second, more than its learner keeps up
+with), so the learner holds the agent's lock most of the time, as it does in a real run.
+
     python bench/bench_act.py [--quick] [--blocks B] [--block-size K]
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -127,6 +132,7 @@ def main() -> int:
             auto.close(1)
             agent.close(1)
             client.close()
+            learning = _learning_server(work, pool, blocks, k, notes)
         finally:
             if published is not None:
                 published.close()
@@ -153,6 +159,15 @@ def main() -> int:
     md += (f"\n\nLocal policy: act() p50 {c.fmt_us(local_p50)} µs (target <= 100) {c.verdict(ok_local)}; "
            f"{ours / local_p50:.0f}× faster than remote act() (target >= 20×) {c.verdict(ok_ratio)}; "
            f"{bare_p50 / local_p50:.0f}× faster than the bare post.")
+    busy = {key: c.summarize_ns(v) for key, v in learning.items()}
+    busy_rows = [[key, f"{s['n']:,}", c.fmt_us(s["p50_us"]), c.fmt_us(s["p90_us"]), c.fmt_us(s["p99_us"]),
+                  c.fmt_us(s["max_us"])] for key, s in busy.items()]
+    md += "\n\n### act() while the server learns (µs)\n\n"
+    md += c.table(["client", "calls", "p50", "p90", "p99", "max"], busy_rows)
+    busy_remote = busy["ours: RemoteAgent.act"]["p50_us"]
+    busy_local = busy["ours: RemoteAgent.act, policy='local'"]["p50_us"]
+    md += (f"\n\nWhile learning: local act() p50 {c.fmt_us(busy_local)} µs, {busy_remote / busy_local:.0f}× faster "
+           f"than remote act() (p50 {c.fmt_us(busy_remote)}{'' if 'ms' in c.fmt_us(busy_remote) else ' µs'}).")
     rates = {mode: statistics.median(v) for mode, v in loop_rates.items()}
     loop_rows = [[mode, f"{rate:,.0f}", f"{rate / rates['remote']:.1f}×"] for mode, rate in rates.items()]
     md += "\n\n### CartPole loop, act() + step() (iterations/s, median of blocks)\n\n"
@@ -165,9 +180,76 @@ def main() -> int:
               {"target": "local act p50 <= 100 us", "ok": ok_local, "p50_us": local_p50},
               {"target": "local act >= 20x faster than remote", "ok": ok_ratio, "ratio": ours / local_p50}]
     stem = c.save("bench_act", {"blocks": blocks, "block_size": k, "results": summary, "checks": checks,
+                                "learning_server": busy,
                                 "loop_iterations_per_s": rates, "notes": notes}, md, args.quick)
     plot(lat, stem.with_suffix(".png"))
     return 0
+
+
+def _learning_server(work: Path, pool: List[tuple], blocks: int, k: int, notes: List[str]) -> Dict[str, List[int]]:
+    """Latencies (ns) of remote act(), the bare post and local act() on a server that learns meanwhile."""
+    import orjson
+    import requests
+
+    from agents_bar_stream import RemoteAgent, StreamOptions
+    from agents_bar_stream.server.process import LocalServer
+
+    lat: Dict[str, List[int]] = {"ours: RemoteAgent.act": [], "bare requests.Session.post": [],
+                                 "ours: RemoteAgent.act, policy='local'": []}
+    args = [a for a in c.SERVER_ARGS if a != "--no-learn"]
+    server = LocalServer(work / "server-learning", users=[c.USER], extra_args=args).start(timeout=120)
+    stop = threading.Event()
+    feeder_thread = None
+    try:
+        name = c.agent_name("act-learning")
+        c.create_agent(server.url, name)
+        client = c.our_client(server.url)
+        feeder = RemoteAgent(client, name, stream=StreamOptions(queue_dir=work / "queue-feed"))
+        agent = RemoteAgent(client, name, act_timeout=30, stream=StreamOptions(queue_dir=work / "queue-l1"))
+        local = RemoteAgent(client, name, policy="local", stream=StreamOptions(queue_dir=work / "queue-l2"))
+
+        def feed() -> None:
+            while not stop.is_set():
+                for t in pool[:200]:
+                    feeder.step(*t)
+                stop.wait(0.1)
+
+        feeder_thread = threading.Thread(target=feed, name="bench-feeder", daemon=True)
+        feeder_thread.start()
+        session = requests.Session()
+        token = session.post(server.api_url + "/login/access-token",
+                             data={"username": c.USER[0], "password": c.USER[1]}).json()["access_token"]
+        act_url = f"{server.api_url}/agents/{name}/act"
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        bodies = [orjson.dumps(t[0]) for t in pool]
+        local.refresh_policy(timeout=30)
+        time.sleep(2.0)  # the learner past its warm-up and busy
+        clock = time.perf_counter_ns
+        for b in range(blocks):
+            print(f"  learning block {b + 1}/{blocks}", file=sys.stderr, flush=True)
+            for key, call in (("ours: RemoteAgent.act", lambda i: agent.act(pool[i & 1023][0])),
+                              ("bare requests.Session.post",
+                               lambda i: session.post(act_url, data=bodies[i & 1023], params={"noise": 0.0},
+                                                      headers=headers).content),
+                              ("ours: RemoteAgent.act, policy='local'", lambda i: local.act(pool[i & 1023][0]))):
+                out = lat[key]
+                for i in range(k):
+                    t0 = clock()
+                    call(i)
+                    out.append(clock() - t0)
+        info = client.request("GET", f"/agents/{name}").json()
+        notes.append(f"Learning server: {info['steps_received']:,} steps received and {info['steps_learned']:,} "
+                     f"learnt by the end; the local policy was version {local.policy_version} "
+                     f"({local.stats['policy_age']:.1f} s old), refreshed every 5 s.")
+        for a in (feeder, agent, local):
+            a.close(1)
+        client.close()
+    finally:
+        stop.set()
+        if feeder_thread is not None:
+            feeder_thread.join(5)
+        server.stop()
+    return lat
 
 
 def _ratio(r: float) -> str:

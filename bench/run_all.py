@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 
-SCRIPTS = ["bench_step", "bench_throughput", "bench_replay", "bench_act", "bench_growth"]
+SCRIPTS = ["bench_step", "bench_throughput", "bench_replay", "bench_act", "bench_growth", "bench_arrays"]
 
 
 def main() -> int:

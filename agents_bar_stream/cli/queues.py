@@ -252,11 +252,13 @@ def _salvaged_steps(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _export_salvaged(steps: list[dict[str, Any]], target: str) -> None:
     import orjson
 
+    from agents_bar_stream.wire import item_to_json
+
     out = []
     for s in steps:
         try:
-            step = orjson.loads(s["item"])
-        except orjson.JSONDecodeError:
+            step = orjson.loads(item_to_json(s["item"]))  # an array step is exported flattened (issue 12)
+        except ValueError:  # orjson's JSONDecodeError, or an array step whose bytes do not fit its header
             continue  # not even JSON: nothing a person could use
         out.append(orjson.dumps({k: v for k, v in s.items() if k != "item"} | {"step": step}) + b"\n")
     write_jsonl(b"".join(out), target)

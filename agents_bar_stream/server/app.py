@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from agents_bar_stream.server.api import agents, auth, policy, snapshots, stream
+from agents_bar_stream.server.api import agents, auth, dashboard, policy, snapshots, stream
 from agents_bar_stream.server.errors import install_error_handlers
 from agents_bar_stream.server.learner import DEFAULT_SAVE_INTERVAL
 from agents_bar_stream.server.limits import (
@@ -90,6 +90,7 @@ def create_app(
     if streaming:
         app.include_router(stream.router)
         app.include_router(policy.router)
+    dashboard.install(app)  # the page at / and its data route (api/dashboard.py)
     return app
 
 

@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import torch
 
 from agents_bar_stream.protocol import is_discrete
+from agents_bar_stream.server.arrays import to_float32
+from agents_bar_stream.server.curves import EpisodeReturns, SampleRing
 from agents_bar_stream.server.policy_export import (
     PolicyExport,
     exploration_of,
@@ -47,6 +50,7 @@ __all__ = [
     "ConfigError",
     "Learners",
     "NetworkFormatError",
+    "step_bytes",
     "validate_config",
 ]
 
@@ -58,7 +62,11 @@ torch.set_num_threads(1)
 # ai-traineree's PPO logs a warning per early-stopped update: thousands per minute of streaming.
 logging.getLogger("PPO").setLevel(logging.ERROR)
 
-MAX_OBS_SIZE = 4096
+# 65,536 numbers: a 256x256 frame, or 84x84x4 (28,224) with room (issue 12). The costs that grow
+# with it are capped on their own: weights (MAX_NETWORK_PARAMETERS), a learning step
+# (MAX_UPDATE_COST), a replay buffer or a rollout in bytes (MAX_BUFFER_BYTES), a JSON act or step
+# body (inputs.json_body_limit), a page of the log (limits.MAX_LOG_NUMBERS).
+MAX_OBS_SIZE = 65_536
 MAX_ACTION_SIZE = 1024
 # What one ~150-byte create may cost. Weights of one network (a 1024-wide rainbow with 201 atoms
 # and 1024 actions would be ~210M parameters, 4 GB with its target net and optimizer):
@@ -70,14 +78,22 @@ MAX_NETWORK_PARAMETERS = 4_000_000
 # A PPO of Humanoid's size (376 inputs, 256x256, 10 updates) fits with rollouts of 1024 (~3.4e9).
 # docs/protocol.md states this number; tests/server/test_server_hardening.py checks that it does.
 MAX_UPDATE_COST = 4_000_000_000
-# Numbers a full replay buffer may hold. It only fills as steps arrive, so this guards against a
-# config that could never fit (ai-traineree keeps them as Python floats, ~32 bytes each), while
-# the library's defaults for usual observation sizes (DDPG: 10^6 steps of up to ~120 numbers) pass.
-MAX_BUFFER_NUMBERS = 250_000_000
+# Bytes a full replay buffer (DQN, Rainbow, DDPG) or a PPO rollout may take in the server's memory.
+# ai-traineree keeps each step's obs and next_obs as float32 arrays (PPO's rollout: obs only) plus
+# Python objects around them; measured with tracemalloc on ai-traineree 0.9.0 (issue 12): DQN and
+# Rainbow ~1,180 bytes a step beside the arrays, DDPG ~680, PPO ~1,500 (torch tensors, which
+# tracemalloc cannot see, counted from the RSS). The library's defaults for usual observation
+# sizes pass (DDPG on Reacher: 10^6 steps of 33 numbers, ~1 GB); 100k camera frames (22 GB) do not.
+MAX_BUFFER_BYTES = 2 * 2**30
+_STEP_OVERHEAD_BYTES = {"dqn": 1_200, "rainbow": 1_200, "ddpg": 700, "ppo": 4_096}
 # Hidden layers and batch sizes that ai-traineree 0.9.0 uses when a config does not say.
 _DEFAULT_LAYERS = {"dqn": [64, 64], "rainbow": [100, 100], "ddpg": [64, 64], "ppo": [128, 128]}
 _DEFAULT_BATCH = {"dqn": 64, "rainbow": 80, "ddpg": 64, "ppo": 48}
 _DEFAULT_BUFFER = {"dqn": 100_000, "rainbow": 100_000, "ddpg": 1_000_000}
+_DEFAULT_ROLLOUT = 48
+# obs_dtype: the numpy name a client may declare, and the dtype string of the wire it stands for.
+OBS_DTYPES = {"uint8": "|u1", "int8": "|i1", "int16": "<i2", "int32": "<i4", "int64": "<i8",
+              "float16": "<f2", "float32": "<f4", "float64": "<f8"}
 #: Seconds act() waits for the learner to finish its current update before answering 503.
 ACT_LOCK_TIMEOUT = 2.0
 #: Seconds between two log lines about steps an agent failed to learn from (the count is kept).
@@ -231,6 +247,7 @@ def validate_config(model: str, config: Any) -> dict[str, Any]:
         out[key] = value
     if model in ("dqn", "rainbow") and out["action_size"] < 2:
         raise ConfigError("config.action_size of a discrete agent must be at least 2")
+    out.update(_observation_layout(config, out["obs_size"]))
     for key, value in config.items():
         if key in out:
             continue
@@ -241,6 +258,37 @@ def validate_config(model: str, config: Any) -> dict[str, Any]:
     _check_model_rules(model, out)
     _check_cost(model, out)
     return out
+
+
+def _observation_layout(config: Mapping[str, Any], obs_size: int) -> dict[str, Any]:
+    """The optional ``obs_shape`` (whose product is ``obs_size``) and ``obs_dtype`` of a config (issue 12).
+
+    They describe what a client sends (e.g. an 84x84x4 uint8 frame); the learners see a flat
+    float32 vector of ``obs_size`` either way.
+    """
+    out: dict[str, Any] = {}
+    if "obs_shape" in config:
+        shape = config["obs_shape"]
+        if (type(shape) is not list or not 1 <= len(shape) <= 8
+                or any(type(n) is not int or n < 1 for n in shape)):
+            raise ConfigError("config.obs_shape must be a list of 1 to 8 integers >= 1, e.g. [84, 84, 4]")
+        if math.prod(shape) != obs_size:
+            raise ConfigError(f"config.obs_shape {shape} holds {math.prod(shape):,} numbers; "
+                              f"it must hold obs_size ({obs_size:,})")
+        out["obs_shape"] = list(shape)
+    if "obs_dtype" in config:
+        dtype = config["obs_dtype"]
+        if dtype not in OBS_DTYPES:
+            raise ConfigError(f"config.obs_dtype {dtype!r:.40} is not one of {', '.join(OBS_DTYPES)}")
+        out["obs_dtype"] = dtype
+    return out
+
+
+def step_bytes(model: str, config: Mapping[str, Any]) -> int:
+    """About how many bytes of the server's memory one step takes in the agent's replay buffer
+    (its rollout for PPO): float32 observations plus the library's objects around them."""
+    obs_arrays = 1 if model == "ppo" else 2
+    return 4 * obs_arrays * config["obs_size"] + 8 * config["action_size"] + _STEP_OVERHEAD_BYTES[model]
 
 
 def _check_model_rules(model: str, config: Mapping[str, Any]) -> None:
@@ -268,12 +316,15 @@ def _check_cost(model: str, config: Mapping[str, Any]) -> None:
     if cost > MAX_UPDATE_COST:
         raise ConfigError(f"one learning step would cost ~{cost:.2g} multiply-adds ({what}), over the limit of "
                           f"{MAX_UPDATE_COST:.2g}; learn from fewer samples, with fewer updates or a smaller network")
-    if model != "ppo":
-        per_step = 2 * config["obs_size"] + config["action_size"] + 2
-        buffer = config.get("buffer_size", _DEFAULT_BUFFER[model])
-        if buffer * per_step > MAX_BUFFER_NUMBERS:
-            raise ConfigError(f"a full replay buffer would hold {buffer * per_step:,} numbers, over the limit of "
-                              f"{MAX_BUFFER_NUMBERS:,}; set buffer_size to at most {MAX_BUFFER_NUMBERS // per_step:,}")
+    per_step = step_bytes(model, config)
+    if model == "ppo":
+        steps, what, key = config.get("rollout_length", _DEFAULT_ROLLOUT), "PPO rollout", "rollout_length"
+    else:
+        steps, what, key = config.get("buffer_size", _DEFAULT_BUFFER[model]), "full replay buffer", "buffer_size"
+    if steps * per_step > MAX_BUFFER_BYTES:
+        raise ConfigError(f"a {what} of {steps:,} steps would take ~{steps * per_step:,} bytes of memory "
+                          f"(~{per_step:,} bytes per step), over the limit of {MAX_BUFFER_BYTES:,} bytes; "
+                          f"set {key} to at most {MAX_BUFFER_BYTES // per_step:,}")
 
 
 def _network_parameters(model: str, config: Mapping[str, Any]) -> int:
@@ -306,7 +357,7 @@ def build_agent(model: str, config: Mapping[str, Any]):
 
     obs_space = DataSpace(dtype="float", shape=(config["obs_size"],))
     hyper = {k: (tuple(v) if isinstance(v, list) else v)
-             for k, v in config.items() if k not in ("obs_size", "action_size")}
+             for k, v in config.items() if k not in ("obs_size", "action_size", "obs_shape", "obs_dtype")}
     hyper["device"] = "cpu"
     if is_discrete(model):
         action_space = DataSpace.from_int(config["action_size"])
@@ -486,6 +537,9 @@ class AgentRuntime:
         self.cursor = 0  # log position of the next step to learn
         self.learn_errors = 0
         self._good_loss: dict[str, float] = {}  # the losses of the last weights known to be finite
+        # The dashboard's learning curve and episode returns (curves.py): bounded, in memory.
+        self.loss_curve = SampleRing()
+        self.returns = EpisodeReturns()
         self._errors_logged_at = -math.inf
         self._errors_unlogged = 0
         self._deleted = False  # set by Learners.remove: nothing may be written for this agent any more
@@ -804,8 +858,8 @@ class AgentRuntime:
 
         try:
             with self._busy_lock():
-                # Floats: a JSON integer can be up to 2**64, which torch cannot turn into a tensor.
-                exp = self.agent.act(Experience(obs=[float(v) for v in obs]), noise)
+                # float32: a JSON integer can be up to 2**64, which torch cannot turn into a tensor.
+                exp = self.agent.act(Experience(obs=to_float32(obs)), noise)
             action = exp.action
             if self.discrete:
                 return [int(action)]
@@ -846,11 +900,15 @@ class AgentRuntime:
         from aitraineree.types.experience import Experience
 
         action = step["action"]
+        if isinstance(action, np.ndarray):  # a step of the binary encoding
+            action = action.reshape(-1).tolist()
+        # Observations as flat float32 arrays, built at C speed from the logged list or bytes: a
+        # camera frame is 28,224 numbers, too many for a Python float each (issue 12).
         exp = Experience(
-            obs=[float(v) for v in step["obs"]],
+            obs=to_float32(step["obs"]),
             action=int(action[0]) if self.discrete else [float(a) for a in action],
             reward=float(step["reward"]),
-            next_obs=[float(v) for v in step["next_obs"]],
+            next_obs=to_float32(step["next_obs"]),
             done=bool(step["done"]),
         )
         if self.model == "ppo":
@@ -871,7 +929,7 @@ class AgentRuntime:
         When a chunk leaves non-finite weights (a diverged update), they are put back as they
         were before it: an agent that answers ``act`` with NaN, or fails on it, helps no one.
         """
-        entries = self._store.read_entries(self.id, self.cursor, max_steps)
+        entries = self._store.read_entries(self.id, self.cursor, max_steps, arrays=True)
         if not entries:
             return 0
         with self.lock:
@@ -883,6 +941,7 @@ class AgentRuntime:
             if entry.policy_version is not None:
                 self._record_lag(entry.policy_version)
             failed = not self._learn_step(step)
+            self.returns.add(time.time(), entry.producer_id, float(step["reward"]), bool(step["done"]))
             self.cursor += 1
             if failed or self._trained_rollout():
                 # A step that fails, or a PPO update (a whole rollout's worth of learning in one
@@ -921,6 +980,8 @@ class AgentRuntime:
         losses = _finite_losses(self.agent)
         if losses:
             self._good_loss = losses
+            # Read here anyway, once per chunk: the learning curve costs one clock read more.
+            self.loss_curve.offer(time.time(), losses)
         return _network_state(self.agent)
 
     def _trained_rollout(self) -> bool:

@@ -16,6 +16,8 @@ __all__ = [
     "MAX_AGENTS_PER_USER",
     "MAX_LOGIN_BODY",
     "MAX_LOGINS_WAITING",
+    "MAX_JSON_NUMBER_BYTES",
+    "MAX_LOG_NUMBERS",
     "MAX_LOG_PAGE",
     "MAX_SMALL_BODY",
     "MAX_UPLOADS_AT_ONCE",
@@ -30,6 +32,13 @@ DEFAULT_TOKEN_TTL = 24 * 3600.0  # seconds
 MAX_SMALL_BODY = 1 * 2**20  # create, act, step
 MAX_LOGIN_BODY = 64 * 1024  # a login form
 MAX_LOG_PAGE = 10_000
+# Numbers (obs, next_obs, action, reward, done) on one page of GET /agents/{name}/steps and in a
+# snapshot's buffer: 70 steps of an 84x84x4 frame, the whole 10,000 of small ones. A page of
+# camera frames as JSON is ~20 bytes a number; this keeps one answer to ~40 MB.
+MAX_LOG_NUMBERS = 2_000_000
+# The longest text of one JSON number (orjson writes "-1.2345678901234567e-300", Python's json
+# adds a space after the comma): bodies that carry observations are allowed this much per number.
+MAX_JSON_NUMBER_BYTES = 26
 MAX_AGENTS_PER_USER = 100  # each agent holds a network, a replay buffer and a learner thread
 SNAPSHOT_BUFFER_STEPS = 1000  # the most recent steps a snapshot carries as its buffer
 # Password hashing (scrypt: ~16 MiB and tens of ms of a core each) runs on its own thread, one

@@ -5,15 +5,21 @@ Tables::
 
     users      (name, password_hash)
     agents     (id, owner, name, model, description, config JSON, is_active, steps_received)
-    producers  (agent_id, producer_id, acked_seq)         one row per streaming client queue
+    producers  (agent_id, producer_id, acked_seq, last_seen)   one row per streaming client queue
     batches    (agent_id, log_start, producer_id, first_seq, count, data, policy_versions)
 
 ``batches`` is the accepted transition log of every agent: one row per accepted slice of a
 ``POST /steps`` batch (or per legacy ``POST /step``), ``data`` being the orjson list of its steps
-(their five wire fields). ``policy_versions`` is NULL unless a step of the slice carried a
-``policy_version`` (issue 11); then it is the orjson list, parallel to ``data``, of each step's
-version or null. The column was added after the first release: :class:`SqliteStore` adds it to an
-older database when it opens it.
+(their five wire fields), or, for steps that came in the binary encoding (issue 12), the compact
+form of ``arrays.pack_steps``: ``b"ABL1"``, the steps as JSON with each array a reference, then
+the arrays' raw bytes (``ABLZ``: the same as one zstd frame, when that is smaller). A row in
+that form starts with ``AB``, a JSON row with ``[``, so rows written before the form existed
+read as they always did, and no migration is needed. ``policy_versions`` is NULL unless a step
+of the slice carried a ``policy_version`` (issue 11); then it is the orjson list, parallel to
+``data``, of each step's version or null. The column was added after the first release:
+:class:`SqliteStore` adds it to an older database when it opens it, and so ``producers.last_seen`` (the
+time of the producer's last batch that moved ``acked_seq``, for the dashboard; NULL for rows
+older than the column).
 ``log_start`` is the position of the first of them in the agent's log, so the log reads in order
 and the learner keeps a plain integer cursor into it. One row per batch rather than per step is
 what makes a 100k-step burst cheap: a few dozen inserts instead of 100k.
@@ -40,6 +46,7 @@ __all__ = [
     "AgentExists",
     "AgentRow",
     "LogEntry",
+    "ProducerRow",
     "SequenceGap",
     "SqliteStore",
     "Store",
@@ -75,6 +82,7 @@ CREATE TABLE IF NOT EXISTS producers (
     agent_id INTEGER NOT NULL,
     producer_id TEXT NOT NULL,
     acked_seq INTEGER NOT NULL,
+    last_seen REAL,
     PRIMARY KEY (agent_id, producer_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (
@@ -91,12 +99,17 @@ CREATE TABLE IF NOT EXISTS batches (
 
 # Added to ``batches`` after the first release; see _migrate().
 _BATCHES_POLICY_VERSIONS = "ALTER TABLE batches ADD COLUMN policy_versions BLOB"
+_PRODUCERS_LAST_SEEN = "ALTER TABLE producers ADD COLUMN last_seen REAL"
 #: The longest ``policy_version`` a step may carry (longer or non-string values are ignored).
 MAX_POLICY_VERSION_LENGTH = 64
 
 # The five fields of a wire step; anything else a client sends is dropped before storing (the
 # protocol says servers ignore unknown fields), so the log cannot be bloated with junk.
 _STEP_FIELDS = ("obs", "action", "reward", "next_obs", "done")
+# The fields that may hold an array (a step of the binary encoding) instead of a list.
+_ARRAY_FIELDS = ("obs", "next_obs", "action")
+# arrays.LOG_MAGIC and LOG_MAGIC_ZSTD, repeated so that reading a log of JSON rows does not import numpy.
+_PACKED_MAGIC = (b"ABL1", b"ABLZ")
 
 
 class AgentExists(Exception):
@@ -128,6 +141,14 @@ class AgentRow:
     created_at: float
 
 
+class ProducerRow(NamedTuple):
+    """One streaming producer of an agent: its position and when it last moved (``time.time()``)."""
+
+    producer_id: str
+    acked_seq: int
+    last_seen: float | None
+
+
 class LogEntry(NamedTuple):
     """One step of an agent's log."""
 
@@ -157,22 +178,42 @@ def step_policy_version(step: Any) -> str | None:
 
 def encode_steps(steps: Sequence[dict[str, Any]]) -> tuple[bytes, bytes | None]:
     """The ``(data, policy_versions)`` columns of a batch of validated steps (see the module docstring)."""
-    # Steps were validated, so each has the five fields; only one with extra fields (which the
-    # protocol says to ignore) needs rebuilding, and re-encoding the list as it is costs far less.
     versions = None
-    if all(len(s) == len(_STEP_FIELDS) for s in steps):
+    if any(type(s[k]) is not list for s in steps for k in _ARRAY_FIELDS):
+        # Steps of the binary encoding hold numpy arrays: stored as their bytes with dtype and
+        # shape (arrays.pack_steps), never as number text: lossless and ~the size of the data.
+        from agents_bar_stream.server.arrays import pack_steps
+
+        data = pack_steps(steps, _STEP_FIELDS, compress=True)
+    elif all(len(s) == len(_STEP_FIELDS) for s in steps):
+        # Steps were validated, so each has the five fields; only one with extra fields (which the
+        # protocol says to ignore) needs rebuilding, and re-encoding the list as it is costs far less.
         data = orjson.dumps(steps)
     else:
         data = orjson.dumps([{k: s[k] for k in _STEP_FIELDS} for s in steps])
+    if any(len(s) != len(_STEP_FIELDS) for s in steps):
         found = [step_policy_version(s) for s in steps]
         if any(v is not None for v in found):
             versions = orjson.dumps(found)
     return data, versions
 
 
-def decode_steps(data: bytes, versions_data: bytes | None, count: int) -> tuple[list[Any], list[str | None]]:
-    """The steps of a batch and each one's ``policy_version`` (None: it carried none), from its columns."""
-    steps = orjson.loads(data)
+def decode_steps(
+    data: bytes, versions_data: bytes | None, count: int, *, arrays: bool = False
+) -> tuple[list[Any], list[str | None]]:
+    """The steps of a batch and each one's ``policy_version`` (None: it carried none), from its columns.
+
+    Steps stored as arrays (the binary encoding) come out as read-only numpy arrays with
+    ``arrays=True``, else as the flat lists a JSON step would hold.
+    """
+    if data[:4] in _PACKED_MAGIC:
+        from agents_bar_stream.server.arrays import step_to_json, unpack_steps
+
+        steps = unpack_steps(data)
+        if not arrays:
+            steps = [step_to_json(s) for s in steps]
+    else:
+        steps = orjson.loads(data)
     versions = orjson.loads(versions_data) if versions_data is not None else [None] * count
     return steps, versions
 
@@ -237,13 +278,14 @@ class Store(Protocol):
     def list_agents(self, owner: str | None = None) -> list[AgentRow]: ...
     def delete_agent(self, agent_id: int) -> bool: ...
     def acked_seq(self, agent_id: int, producer_id: str) -> int: ...
+    def producers(self, agent_id: int, limit: int) -> tuple[list[ProducerRow], int]: ...
     def steps_received(self, agent_id: int) -> int: ...
     def append_batch(
         self, agent_id: int, producer_id: str, first_seq: int, steps: Sequence[dict[str, Any]]
     ) -> tuple[int, int, int]: ...
     def append_step(self, agent_id: int, step: dict[str, Any]) -> int: ...
     def read_log(self, agent_id: int, start: int, limit: int) -> list[tuple[str | None, int | None, Any]]: ...
-    def read_entries(self, agent_id: int, start: int, limit: int) -> list[LogEntry]: ...
+    def read_entries(self, agent_id: int, start: int, limit: int, *, arrays: bool = False) -> list[LogEntry]: ...
 
 
 class SqliteStore:
@@ -291,6 +333,8 @@ class SqliteStore:
             if "policy_versions" not in columns:
                 # A new nullable column: SQLite only edits the schema, existing rows read NULL.
                 conn.execute(_BATCHES_POLICY_VERSIONS)
+            if "last_seen" not in {row[1] for row in conn.execute("PRAGMA table_info(producers)")}:
+                conn.execute(_PRODUCERS_LAST_SEEN)
 
         self._write(tx)
 
@@ -452,6 +496,17 @@ class SqliteStore:
         )
         return row[0] if row else -1
 
+    def producers(self, agent_id: int, limit: int) -> tuple[list[ProducerRow], int]:
+        """The agent's ``limit`` most recently seen producers (latest first), and how many it has."""
+        conn = self._reader()
+        rows = conn.execute(
+            "SELECT producer_id, acked_seq, last_seen FROM producers WHERE agent_id = ? "
+            "ORDER BY last_seen IS NULL, last_seen DESC, producer_id LIMIT ?",
+            (agent_id, limit),
+        ).fetchall()
+        (count,) = conn.execute("SELECT COUNT(*) FROM producers WHERE agent_id = ?", (agent_id,)).fetchone()
+        return [ProducerRow(*r) for r in rows], count
+
     def steps_received(self, agent_id: int) -> int:
         row = self._reader().execute("SELECT steps_received FROM agents WHERE id = ?", (agent_id,)).fetchone()
         return row[0] if row else 0
@@ -481,10 +536,12 @@ class SqliteStore:
                 return acked, 0, len(steps)
             new_acked = first_seq + len(steps) - 1
             self._append(conn, agent_id, producer_id, acked + 1, fresh)
+            # last_seen rides on the row this write updates anyway: the dashboard's "last seen" costs no write.
             conn.execute(
-                "INSERT INTO producers (agent_id, producer_id, acked_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT (agent_id, producer_id) DO UPDATE SET acked_seq = excluded.acked_seq",
-                (agent_id, producer_id, new_acked),
+                "INSERT INTO producers (agent_id, producer_id, acked_seq, last_seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (agent_id, producer_id) DO UPDATE SET acked_seq = excluded.acked_seq, "
+                "last_seen = excluded.last_seen",
+                (agent_id, producer_id, new_acked, time.time()),
             )
             return new_acked, len(fresh), skip
 
@@ -523,8 +580,13 @@ class SqliteStore:
         """
         return [(e.producer_id, e.seq, e.step) for e in self.read_entries(agent_id, start, limit)]
 
-    def read_entries(self, agent_id: int, start: int, limit: int) -> list[LogEntry]:
-        """:meth:`read_log` with each step's ``policy_version`` (None when it carried none)."""
+    def read_entries(self, agent_id: int, start: int, limit: int, *, arrays: bool = False) -> list[LogEntry]:
+        """:meth:`read_log` with each step's ``policy_version`` (None when it carried none).
+
+        A step that came in the binary encoding is stored as arrays; ``arrays=True`` hands them
+        out as read-only numpy arrays of their own dtype and shape (for the learner and the log
+        route), else as the flat lists of their values that a JSON step would hold.
+        """
         if limit <= 0:
             return []
         end = start + limit
@@ -547,7 +609,7 @@ class SqliteStore:
             hi = min(end - log_start, count)
             if lo >= hi:
                 continue
-            steps, versions = decode_steps(data, versions_data, count)
+            steps, versions = decode_steps(data, versions_data, count, arrays=arrays)
             for i in range(lo, hi):
                 seq = None if first_seq is None else first_seq + i
                 out.append(LogEntry(producer_id, seq, steps[i], versions[i]))

@@ -49,6 +49,7 @@ from agents_bar_stream.server.store import (
     AgentExists,
     AgentRow,
     LogEntry,
+    ProducerRow,
     SequenceGap,
     StoreUnavailable,
     TooManyAgents,
@@ -84,7 +85,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         " is_active BOOLEAN NOT NULL, steps_received BIGINT NOT NULL DEFAULT 0,"
         " created_at DOUBLE PRECISION NOT NULL, UNIQUE (owner, name))",
         "CREATE TABLE producers (agent_id BIGINT NOT NULL, producer_id TEXT NOT NULL, acked_seq BIGINT NOT NULL,"
-        " PRIMARY KEY (agent_id, producer_id))",
+        " last_seen DOUBLE PRECISION, PRIMARY KEY (agent_id, producer_id))",
         "CREATE TABLE batches (agent_id BIGINT NOT NULL, log_start BIGINT NOT NULL, producer_id TEXT,"
         " first_seq BIGINT, count INTEGER NOT NULL, data BYTEA NOT NULL, policy_versions BYTEA,"
         " PRIMARY KEY (agent_id, log_start))",
@@ -269,6 +270,17 @@ class PostgresStore:
                         (agent_id, producer_id))
         return int(row[0]) if row else -1
 
+    def producers(self, agent_id: int, limit: int) -> tuple[list[ProducerRow], int]:
+        """The agent's ``limit`` most recently seen producers (latest first), and how many it has."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT producer_id, acked_seq, last_seen FROM producers WHERE agent_id = %s "
+                "ORDER BY last_seen IS NULL, last_seen DESC, producer_id LIMIT %s",
+                (agent_id, limit),
+            ).fetchall()
+            (count,) = conn.execute("SELECT COUNT(*) FROM producers WHERE agent_id = %s", (agent_id,)).fetchone()
+        return [ProducerRow(r[0], int(r[1]), r[2]) for r in rows], int(count)
+
     def steps_received(self, agent_id: int) -> int:
         row = self._one("SELECT steps_received FROM agents WHERE id = %s", (agent_id,))
         return int(row[0]) if row else 0
@@ -300,8 +312,8 @@ class PostgresStore:
                 return acked, 0, len(steps)
             new_acked = first_seq + len(steps) - 1
             self._append(conn, agent_id, producer_id, acked + 1, fresh)
-            conn.execute("UPDATE producers SET acked_seq = %s WHERE agent_id = %s AND producer_id = %s",
-                         (new_acked, agent_id, producer_id))
+            conn.execute("UPDATE producers SET acked_seq = %s, last_seen = %s WHERE agent_id = %s AND producer_id = %s",
+                         (new_acked, time.time(), agent_id, producer_id))
             return new_acked, len(fresh), skip
 
     def append_step(self, agent_id: int, step: dict[str, Any]) -> int:
@@ -333,7 +345,7 @@ class PostgresStore:
     def read_log(self, agent_id: int, start: int, limit: int) -> list[tuple[str | None, int | None, Any]]:
         return [(e.producer_id, e.seq, e.step) for e in self.read_entries(agent_id, start, limit)]
 
-    def read_entries(self, agent_id: int, start: int, limit: int) -> list[LogEntry]:
+    def read_entries(self, agent_id: int, start: int, limit: int, *, arrays: bool = False) -> list[LogEntry]:
         if limit <= 0:
             return []
         end = start + limit
@@ -352,7 +364,7 @@ class PostgresStore:
             hi = min(end - log_start, count)
             if lo >= hi:
                 continue
-            steps, versions = decode_steps(data, versions_data, count)
+            steps, versions = decode_steps(data, versions_data, count, arrays=arrays)
             for i in range(lo, hi):
                 seq = None if first_seq is None else first_seq + i
                 out.append(LogEntry(producer_id, seq, steps[i], versions[i]))

@@ -454,17 +454,27 @@ def test_service_unavailable_is_not_an_api_error():
     assert not issubclass(AgentNotFoundError, ServiceUnavailableError)
 
 
-@pytest.mark.parametrize("form", ["numpy-2d", "nested-list"])
-def test_two_dimensional_observation_says_to_flatten(closed_port_url, form, tmp_path):
-    obs = [[0.1, 0.2], [0.3, 0.4]]
-    if form == "numpy-2d":
-        obs = np.array(obs)
+def test_two_dimensional_observation_says_to_flatten(closed_port_url, tmp_path):
+    obs = [[0.1, 0.2], [0.3, 0.4]]  # a nested list; a numpy array of any shape is taken (issue 12, below)
     agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), "n", agent_model="dqn", act_timeout=0.5,
                         stream=StreamOptions(queue_dir=tmp_path))
     with pytest.raises(ConfigurationError, match=r"flat sequence of numbers.*shape \(2, 2\).*ravel\(\)"):
         agent.act(obs)
     with pytest.raises(InvalidStepError, match=r"flat sequence of numbers.*shape \(2, 2\).*ravel\(\)"):
         agent.step(obs, 0, 1.0, [0.1, 0.2, 0.3, 0.4], False)
+    agent.close(timeout=0)
+
+
+def test_numpy_observation_of_any_shape_is_its_elements_in_c_order(closed_port_url, tmp_path):
+    # Issue 12: an agent of obs_size 4 takes a (2, 2) array in act() and step(), flattened in C order.
+    agent = RemoteAgent(Client(base_url=closed_port_url, access_token="t"), "n", agent_model="dqn", act_timeout=0.3,
+                        obs_size=4, action_size=2, stream=StreamOptions(queue_dir=tmp_path))
+    obs = np.array([[0.1, 0.2], [0.3, 0.4]], np.float32)
+    with pytest.raises(ServiceUnavailableError):  # the observation passed; nothing listens at the port
+        agent.act(obs)
+    assert agent.step(obs, 0, 1.0, obs, False) is True
+    with pytest.raises(InvalidStepError, match=r"shape \(4,\), expected \(2, 2\)"):
+        agent.step(obs.reshape(4), 0, 1.0, obs.reshape(4), False)
     agent.close(timeout=0)
 
 

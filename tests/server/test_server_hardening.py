@@ -214,8 +214,8 @@ def test_documented_limits_are_the_enforced_ones():
         "| weights of one network (actor and critic count twice) |":
             f"{learner.MAX_NETWORK_PARAMETERS:,}".replace(",", " "),
         step_row: _power_of_ten(learner.MAX_UPDATE_COST),
-        "| numbers in a full replay buffer: `buffer_size` x (2 `obs_size` + `action_size` + 2) |":
-            _power_of_ten(learner.MAX_BUFFER_NUMBERS),
+        "| memory of a full replay buffer (PPO: of a rollout), see below |":
+            f"{learner.MAX_BUFFER_BYTES / 2**30:g} GiB",
         "| agents per account |": str(app.MAX_AGENTS_PER_USER),
     }
     for row, value in rows.items():

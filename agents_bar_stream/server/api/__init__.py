@@ -8,6 +8,8 @@
   included only when the server streams.
 - ``policy``: Part 3's ``GET /agents/{name}/policy`` (the ONNX policy, ETag/304); included only
   when the server streams, like ``stream``.
+- ``dashboard``: the page at ``/``, its assets (``/static/...``, from ``server/static/``) and
+  ``GET /dashboard``, the JSON it polls; always included (``dashboard.install``).
 
 ``deps`` holds what routes depend on (the state, the current user, the current agent) and
 ``inputs`` the readers of request bodies and query parameters.

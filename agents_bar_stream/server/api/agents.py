@@ -23,8 +23,10 @@ from agents_bar_stream.protocol import (
     is_valid_agent_name,
     validate_step,
 )
+from agents_bar_stream.server.api.binary_steps import STEPS_MEDIA_TYPE
 from agents_bar_stream.server.api.deps import CurrentAgent, CurrentUser, State, agent_runtime
-from agents_bar_stream.server.api.inputs import check_obs, int_query, parse_json, read_body
+from agents_bar_stream.server.api.inputs import check_obs, int_query, json_body_limit, parse_json, read_body
+from agents_bar_stream.server.arrays import binary_page, json_ready
 from agents_bar_stream.server.errors import LOG_NAME, HTTPProblem, json_response
 from agents_bar_stream.server.learner import (
     AgentBusy,
@@ -34,7 +36,7 @@ from agents_bar_stream.server.learner import (
     Learners,
     validate_config,
 )
-from agents_bar_stream.server.limits import MAX_AGENTS_PER_USER, MAX_LOG_PAGE, MAX_SMALL_BODY
+from agents_bar_stream.server.limits import MAX_AGENTS_PER_USER, MAX_LOG_NUMBERS, MAX_LOG_PAGE, MAX_SMALL_BODY
 from agents_bar_stream.server.policy_export import PolicyExportError
 from agents_bar_stream.server.store import AgentExists, AgentRow, LogEntry, TooManyAgents
 
@@ -178,7 +180,8 @@ async def act(request: Request, row: CurrentAgent, state: State) -> Response:
         raise HTTPProblem(422, f"noise must be a number, got {raw_noise!r:.40}") from None
     if not (math.isfinite(noise) and noise >= 0):
         raise HTTPProblem(422, "noise must be a finite number >= 0")
-    obs = check_obs(parse_json(await read_body(request, MAX_SMALL_BODY)), row.config["obs_size"])
+    obs_size = row.config["obs_size"]
+    obs = check_obs(parse_json(await read_body(request, json_body_limit(obs_size))), obs_size)
     runtime = await agent_runtime(state, row)
     try:
         action = await run_in_threadpool(runtime.act, obs, noise)
@@ -190,7 +193,7 @@ async def act(request: Request, row: CurrentAgent, state: State) -> Response:
 
 @router.post("/agents/{name}/step")
 async def step(name: str, request: Request, row: CurrentAgent, state: State) -> Response:
-    doc = parse_json(await read_body(request, MAX_SMALL_BODY))
+    doc = parse_json(await read_body(request, json_body_limit(2 * row.config["obs_size"])))
     if not isinstance(doc, dict) or "step_data" not in doc:
         raise HTTPProblem(422, 'the body must be {"step_data": step}')
     data = doc["step_data"]
@@ -223,19 +226,36 @@ async def get_steps(request: Request, row: CurrentAgent, state: State) -> Respon
     start = int_query(request, "start", 0, 0, 2**62)
     limit = int_query(request, "limit", 1000, 1, MAX_LOG_PAGE)
 
+    # A page holds at most MAX_LOG_NUMBERS numbers (camera-sized steps: fewer steps than asked,
+    # which the protocol allows; `next` goes on from there), so that one GET cannot take the
+    # server's memory.
+    limit = min(limit, max(1, MAX_LOG_NUMBERS // _numbers_per_step(row)))
+
+    # Accept: application/x-agents-bar-steps asks for the page in the binary encoding (arrays as
+    # their bytes, docs/protocol.md); anything else gets JSON, as always.
+    binary = STEPS_MEDIA_TYPE in (request.headers.get("accept") or "").lower()
+
     def page() -> bytes:
-        entries = state.store.read_entries(row.id, start, limit)
+        entries = state.store.read_entries(row.id, start, limit, arrays=True)
         total = state.store.steps_received(row.id)
         end = start + len(entries)
         nxt = end if end < total else None
+        if binary:
+            return binary_page([_log_entry(e, flat=False) for e in entries], nxt)
         steps = [_log_entry(e) for e in entries]
-        return orjson.dumps({"steps": steps, "next": nxt})
+        # Arrays (steps of the binary encoding) are written by orjson itself as flat lists of the
+        # same values: see arrays.json_ready.
+        return orjson.dumps({"steps": steps, "next": nxt}, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    return Response(await run_in_threadpool(page), media_type="application/json")
+    return Response(await run_in_threadpool(page), media_type=STEPS_MEDIA_TYPE if binary else "application/json")
 
 
-def _log_entry(entry: LogEntry) -> dict[str, Any]:
-    out = {"producer_id": entry.producer_id, "seq": entry.seq, "step": entry.step}
+def _numbers_per_step(row: AgentRow) -> int:
+    return 2 * row.config["obs_size"] + row.config["action_size"] + 2
+
+
+def _log_entry(entry: LogEntry, *, flat: bool = True) -> dict[str, Any]:
+    out = {"producer_id": entry.producer_id, "seq": entry.seq, "step": json_ready(entry.step) if flat else entry.step}
     if entry.policy_version is not None:
         out["policy_version"] = entry.policy_version
     return out

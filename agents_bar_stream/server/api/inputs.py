@@ -17,9 +17,18 @@ from starlette.requests import ClientDisconnect
 from agents_bar_stream.exceptions import InvalidStepError
 from agents_bar_stream.protocol import check_numbers
 from agents_bar_stream.server.errors import HTTPProblem
-from agents_bar_stream.server.limits import DRAIN_LIMIT
+from agents_bar_stream.server.limits import DRAIN_LIMIT, MAX_JSON_NUMBER_BYTES, MAX_SMALL_BODY
 
-__all__ = ["check_obs", "form_fields", "int_query", "parse_json", "read_body", "spool_body"]
+__all__ = ["check_obs", "form_fields", "int_query", "json_body_limit", "parse_json", "read_body", "spool_body"]
+
+
+def json_body_limit(numbers: int) -> int:
+    """The body limit of a small request carrying ``numbers`` JSON numbers (act, the legacy step).
+
+    MAX_SMALL_BODY, plus room for the numbers of a camera-sized observation written in full
+    float64 precision: an agent of 28,224 numbers must be able to act through JSON.
+    """
+    return MAX_SMALL_BODY + numbers * MAX_JSON_NUMBER_BYTES
 
 
 def _too_large(limit: int, extra: dict[str, Any] | None = None) -> HTTPProblem:

@@ -25,7 +25,7 @@ from agents_bar_stream.server.api.deps import CurrentAgent, State, agent_runtime
 from agents_bar_stream.server.api.inputs import spool_body
 from agents_bar_stream.server.errors import LOG_NAME, HTTPProblem, json_response
 from agents_bar_stream.server.learner import AgentFailure, NetworkFormatError
-from agents_bar_stream.server.limits import SNAPSHOT_BUFFER_STEPS, UPLOAD_CHECK_TIMEOUT
+from agents_bar_stream.server.limits import MAX_LOG_NUMBERS, SNAPSHOT_BUFFER_STEPS, UPLOAD_CHECK_TIMEOUT
 from agents_bar_stream.server.store import AgentRow
 from agents_bar_stream.server.uploads import BUFFER_FORMAT
 
@@ -44,8 +44,11 @@ async def get_snapshot(row: CurrentAgent, state: State) -> Response:
     def build() -> dict[str, Any]:
         network = runtime.network_bytes()
         total = store.steps_received(row.id)
-        start = max(total - SNAPSHOT_BUFFER_STEPS, 0)
-        steps = [s for _p, _q, s in store.read_log(row.id, start, SNAPSHOT_BUFFER_STEPS)]
+        # Camera-sized steps: fewer of them, so that the document stays within MAX_LOG_NUMBERS numbers.
+        per_step = 2 * row.config["obs_size"] + row.config["action_size"] + 2
+        count = min(SNAPSHOT_BUFFER_STEPS, max(1, MAX_LOG_NUMBERS // per_step))
+        start = max(total - count, 0)
+        steps = [s for _p, _q, s in store.read_log(row.id, start, count)]
         buffer = orjson.dumps({"format": BUFFER_FORMAT, "steps": steps})
         config = orjson.dumps({"model": row.model, **row.config})
         return {

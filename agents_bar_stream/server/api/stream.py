@@ -19,8 +19,10 @@ from agents_bar_stream.protocol import (
     is_valid_producer_id,
     validate_step,
 )
+from agents_bar_stream.server.api.binary_steps import CONTENT_ENCODINGS, STEP_ENCODINGS, decode_body
 from agents_bar_stream.server.api.deps import CurrentAgent, State
-from agents_bar_stream.server.api.inputs import parse_json, read_body
+from agents_bar_stream.server.api.inputs import read_body
+from agents_bar_stream.server.arrays import validate_step_arrays
 from agents_bar_stream.server.errors import HTTPProblem, json_response
 from agents_bar_stream.server.state import ServerState
 from agents_bar_stream.server.store import AgentRow, SequenceGap
@@ -34,14 +36,19 @@ _BAD_PRODUCER_ID = "producer_id must be 1 to 64 characters of [A-Za-z0-9_-]"
 
 @router.get("/stream/info")
 async def stream_info(state: State) -> Response:
-    return json_response({"protocol": PROTOCOL_VERSION, **state.settings.batch_limits()})
+    # step_encodings / content_encodings: the compact binary steps of docs/protocol.md (issue 12);
+    # a client that does not see them sends JSON, which is always taken.
+    return json_response({"protocol": PROTOCOL_VERSION, **state.settings.batch_limits(),
+                          "step_encodings": STEP_ENCODINGS, "content_encodings": CONTENT_ENCODINGS})
 
 
 @router.post("/agents/{name}/steps")
 async def post_steps(request: Request, row: CurrentAgent, state: State) -> Response:
     limits = state.settings.batch_limits()
     body = await read_body(request, state.settings.max_batch_bytes, too_large=limits)
-    result = await run_in_threadpool(_apply_steps, state, row, body)
+    headers = request.headers
+    result = await run_in_threadpool(_apply_steps, state, row, body, headers.get("content-type"),
+                                     headers.get("content-encoding"))
     runtime = state.learners.peek(row.id)
     if runtime is not None and result["applied"]:
         runtime.notify()
@@ -55,16 +62,27 @@ async def get_producer(producer_id: str, row: CurrentAgent, state: State) -> Res
     return json_response({"acked_seq": state.store.acked_seq(row.id, producer_id)})
 
 
-def _apply_steps(state: ServerState, row: AgentRow, body: bytes) -> dict[str, int]:
-    """Parse, check and apply one ``POST /steps`` body, in the order of the protocol's table."""
-    producer_id, first_seq, steps = _envelope(state, body)
+def _apply_steps(state: ServerState, row: AgentRow, body: bytes, content_type: str | None,
+                 content_encoding: str | None) -> dict[str, int]:
+    """Decode, check and apply one ``POST /steps`` body, in the order of the protocol's table.
+
+    Decoding (zstd, the binary encoding) runs here, on a worker thread, not on the event loop.
+    """
+    limits = state.settings.batch_limits()
+    doc, binary = decode_body(body, content_type, content_encoding, state.settings.max_batch_bytes, limits,
+                              state.settings.max_batch_steps)
+    producer_id, first_seq, steps = _envelope(state, doc)
     acked = state.store.acked_seq(row.id, producer_id)
     if first_seq > acked + 1:
         raise HTTPProblem(409, f"sequence gap: first_seq is {first_seq}, expected {acked + 1}", expected_seq=acked + 1)
     obs_size, action_size, discrete = row.config["obs_size"], row.config["action_size"], is_discrete(row.model)
     for i, step in enumerate(steps):
         try:
-            validate_step(step, obs_size=obs_size, action_size=action_size, discrete=discrete)
+            if binary:  # a JSON body is checked exactly as before this encoding existed
+                validate_step_arrays(step, obs_size=obs_size, action_size=action_size, discrete=discrete,
+                                     obs_shape=row.config.get("obs_shape"), obs_dtype=row.config.get("obs_dtype"))
+            else:
+                validate_step(step, obs_size=obs_size, action_size=action_size, discrete=discrete)
         except InvalidStepError as exc:
             raise HTTPProblem(422, f"step {i} (seq {first_seq + i}) is invalid: {exc}", index=i) from None
     try:
@@ -78,13 +96,12 @@ def _apply_steps(state: ServerState, row: AgentRow, body: bytes) -> dict[str, in
     return {"acked_seq": acked_seq, "applied": applied, "duplicates": duplicates}
 
 
-def _envelope(state: ServerState, body: bytes) -> tuple[str, int, list[Any]]:
-    """``producer_id``, ``first_seq`` and ``steps`` of a batch; a 413 or 422 for a bad envelope.
+def _envelope(state: ServerState, doc: Any) -> tuple[str, int, list[Any]]:
+    """``producer_id``, ``first_seq`` and ``steps`` of a decoded batch; a 413 or 422 for a bad envelope.
 
     The step count is checked before the other fields: a batch that is too big is a 413 (split
     it) even when something else is wrong with it too.
     """
-    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise HTTPProblem(422, 'the body must be {"producer_id", "first_seq", "steps"}')
     steps = doc.get("steps")
