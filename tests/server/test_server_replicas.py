@@ -230,3 +230,28 @@ def test_learners_spread_over_the_replicas_and_come_back_to_a_restarted_one(clus
         wait_for(lambda: set(learners(watch)) == ids, 30, message="an agent handed over to the restarted replica")
     finally:
         api.cleanup()
+
+
+def test_binary_steps_taken_by_one_replica_read_back_exact_from_another(cluster, agent_name):
+    # The binary encoding (issue 12) is stored by store.encode_steps, the same for both stores: an
+    # 8x8 uint8 frame posted to one replica reads back bit-exact from another.
+    import numpy as np
+    from support.binary_steps import decode, encode, headers
+
+    token = login(cluster[0].url, *USER)
+    a, b = Api(cluster[0].url, token), Api(cluster[1].url, token)
+    a.create_agent(agent_name, obs_size=64, obs_shape=[8, 8], obs_dtype="uint8")
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, size=(8, 8), dtype=np.uint8) for _ in range(11)]
+    steps = [{"obs": frames[i], "action": [i % 2], "reward": 1.0, "next_obs": frames[i + 1], "done": False}
+             for i in range(10)]
+    resp = a.post(f"/agents/{agent_name}/steps", data=encode("p", 0, steps), headers=headers())
+    assert resp.status_code == 200 and resp.json()["applied"] == 10, resp.text
+    page = b.get(f"/agents/{agent_name}/steps", headers={"Accept": "application/x-agents-bar-steps"})
+    assert page.status_code == 200, page.text
+    back = decode(page.content)["steps"]
+    assert [e["seq"] for e in back] == list(range(10))
+    for entry, sent in zip(back, steps, strict=True):
+        assert entry["step"]["obs"].dtype == np.uint8 and entry["step"]["obs"].tobytes() == sent["obs"].tobytes()
+        assert entry["step"]["next_obs"].tobytes() == sent["next_obs"].tobytes()
+    a.cleanup()
