@@ -38,7 +38,14 @@ from agents_bar_stream.protocol import API_PREFIX
 from agents_bar_stream.session import Session
 from agents_bar_stream.storage import Batch, DiskQueue
 from agents_bar_stream.transport import Response
-from agents_bar_stream.wire import CONTENT_ENCODING_ZSTD, STEP_ENCODING, binary_body, item_to_json, json_body
+from agents_bar_stream.wire import (
+    CONTENT_ENCODING_ZSTD,
+    STEP_ENCODING,
+    binary_body,
+    is_array_item,
+    item_to_json,
+    json_body,
+)
 
 __all__ = ["DeliveryStats", "Flusher", "FlusherWait", "is_transient"]
 
@@ -275,8 +282,12 @@ class Flusher(threading.Thread):
         (a single step that does not fit goes as it is: the server's 413 dead-letters it).
         """
         producer = self.queue.producer_id
+        # A batch without arrays (steps of plain lists, or arrays under 64 elements) goes as JSON even
+        # to a server that takes the binary body: the same bytes either way, and a proxy, a log or a
+        # server that reads JSON bodies sees what it always saw.
+        binary = self.binary and any(is_array_item(item) for item in batch.items)
         while True:
-            if self.binary:
+            if binary:
                 body = binary_body(producer, batch.first_wire, batch.items)
             else:
                 body = json_body(producer, batch.first_wire, batch.items)
@@ -284,7 +295,7 @@ class Flusher(threading.Thread):
                 break
             keep = len(batch.items) // 2
             batch = Batch(batch.first_local, batch.first_wire, batch.items[:keep], batch.enqueued_at)
-        if not self.binary:
+        if not binary:
             return batch, body, None
         headers = {"Content-Type": STEP_ENCODING}
         if self.zstd is not None:

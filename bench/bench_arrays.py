@@ -1,13 +1,15 @@
 """Numpy observations (issue 12): step() latency, disk per step and RSS for camera frames; numpy vs lists.
 
-All with the server stopped (a loopback port where nothing listens), in one run:
+In one run; 1 and 3 with the server stopped (a loopback port where nothing listens):
 
 1. 84x84x4 uint8 frames from a real rendering: gymnasium's CartPole-v1 ``rgb_array`` render,
    converted to grey, resized to 84x84 (area average) and stacked 4 deep, as an Atari-style
    pipeline does; ``next_obs`` of a step is the next step's ``obs``. step() p50/p99 over N steps
    (default 100k; quick 10k), each timed alone; the client's RSS every 10k steps; after close()
    (everything committed) the queue directory's bytes per step, beside the raw obs + next_obs.
-2. CartPole-shaped steps (4 numbers): numpy float32 arrays vs plain lists, alternating blocks of
+2. The same frames delivered to our server on loopback (the binary body it advertises): raw array
+   bytes per second from the first step to flush() returning, every step received once.
+3. CartPole-shaped steps (4 numbers): numpy float32 arrays vs plain lists, alternating blocks of
    5000 steps on two agents, p50 of each and their ratio.
 
     python bench/bench_arrays.py [--quick] [--n N]
@@ -161,26 +163,25 @@ def cartpole_run(blocks: int, block: int, workdir: Path) -> Dict[str, Any]:
 
 
 def delivery_run(frames: List[Any], n: int, workdir: Path) -> Dict[str, Any]:
-    """Frames delivered to our server on loopback, as today's server takes them: JSON lists, at most
-    4096 numbers per observation, so 32x32x4 crops of the rendered frames. Time from the first step
-    to flush() returning; raw array bytes (obs + next_obs) per second of that."""
-    import numpy as np
+    """Frames delivered to our server on loopback (84x84x4 uint8, the binary body the server advertises,
+    zstd when smaller). Time from the first step to flush() returning; raw array bytes (obs +
+    next_obs) per second of that; the server's count of received steps and its log's length checked."""
+    import requests
 
     from agents_bar_stream import RemoteAgent, StreamOptions
 
-    crops = [np.ascontiguousarray(f[26:58, 26:58, :]) for f in frames]
     server = c.start_server(workdir / "server")
     try:
-        import requests
-
         name = c.agent_name("deliver")
         api = f"{server.url}/api/v1"
         token = requests.post(f"{api}/login/access-token", data={"username": c.USER[0], "password": c.USER[1]},
                               timeout=30).json()["access_token"]
-        # A replay buffer of 4096-number observations must be small enough for the server's memory cap.
-        created = requests.post(f"{api}/agents/", timeout=30, headers={"Authorization": f"Bearer {token}"}, json={
+        headers = {"Authorization": f"Bearer {token}"}
+        # A replay buffer of camera frames must fit the server's byte cap (9,450 steps of these).
+        created = requests.post(f"{api}/agents/", timeout=30, headers=headers, json={
             "name": name, "model": "dqn", "description": None, "is_active": True,
-            "config": {"obs_size": 4096, "action_size": 2, "buffer_size": 20_000}})
+            "config": {"obs_size": 28_224, "obs_shape": list(FRAME), "obs_dtype": "uint8", "action_size": 2,
+                       "buffer_size": 5_000}})
         created.raise_for_status()
         client = c.our_client(server.url)
         agent = RemoteAgent(client, name, stream=StreamOptions(queue_dir=workdir / "deliver-q"))
@@ -188,17 +189,19 @@ def delivery_run(frames: List[Any], n: int, workdir: Path) -> Dict[str, Any]:
         t0 = time.perf_counter()
         for i in range(n):
             k = i % POOL
-            agent.step(crops[k], i & 1, 1.0, crops[k + 1], False)
+            agent.step(frames[k], i & 1, 1.0, frames[k + 1], False)
         delivered = agent.flush(timeout=600)
         elapsed = time.perf_counter() - t0
         stats = agent.stats
+        encoding = "binary" if agent._stream_obj._flusher.binary else "json"  # private: a bench may look
         agent.close(timeout=5)
         client.close()
+        received = requests.get(f"{api}/agents/{name}", headers=headers, timeout=30).json()["steps_received"]
     finally:
         server.stop()
-    raw = n * 2 * 4096
     return {"steps": n, "delivered": delivered, "elapsed_s": elapsed, "steps_per_s": n / elapsed,
-            "raw_mb_per_s": raw / elapsed / 1e6, "mode": stats.get("mode"), "dead_lettered": stats.get("dead_lettered")}
+            "raw_mb_per_s": n * RAW_OBS_PAIR / elapsed / 1e6, "encoding": encoding, "received": received,
+            "dead_lettered": stats.get("dead_lettered")}
 
 
 def main() -> None:
@@ -233,9 +236,10 @@ def main() -> None:
         ["client RSS (MB) at 0 / 10k / ... steps", " / ".join(f"{b / 2**20:,.0f}" for _, b in rss), "flat", ""],
         ["steps in memory or on disk when the loop ended", f"{fr['pending_at_end']:,}", "", ""],
         ["close() (commit of what was in memory), s", f"{fr['close_s']:.2f}", "", ""],
-        ["delivered to our server on loopback, 32x32x4 uint8 as JSON lists (today's server), raw MB/s",
-         f"{dl['raw_mb_per_s']:.1f} ({dl['steps_per_s']:,.0f} steps/s, {dl['steps']:,} steps, "
-         f"dead letters {dl['dead_lettered']})", ">= 100 (binary body, needs the server side)", ""],
+        [f"delivered to our server on loopback ({dl['encoding']} body), step() to flush(), raw MB/s",
+         f"{dl['raw_mb_per_s']:.1f} ({dl['steps_per_s']:,.0f} steps/s; {dl['steps']:,} sent, {dl['received']:,} "
+         f"received by the server, dead letters {dl['dead_lettered']})", ">= 100",
+         c.verdict(dl["raw_mb_per_s"] >= 100 and dl["received"] == dl["steps"])],
         ["CartPole step() p50, lists (µs)", c.fmt_us(cart["lists"]["p50_us"]), "", ""],
         ["CartPole step() p50, numpy float32 (µs)", c.fmt_us(cart["numpy float32"]["p50_us"]), "", ""],
         ["numpy / lists (p50)", f"{ratio:.2f}x", "<= 1.3x", c.verdict(ratio <= 1.3)],
@@ -245,7 +249,7 @@ def main() -> None:
           + f"\n\nFrames: CartPole-v1 rgb_array renders, grey, 84x84 area average, stacked 4; {POOL} "
             f"transitions cycled (rendered in {render_s:.1f} s). Queue: durability batch, zstd level 1 segments.\n")
     print(md)
-    c.save("bench_arrays", {"n": n, "delivery_json": dl, "bare_copies": bare, "frames": fr, "cartpole": cart,
+    c.save("bench_arrays", {"n": n, "delivery": dl, "bare_copies": bare, "frames": fr, "cartpole": cart,
                             "numpy_over_lists_p50": ratio, "render_s": render_s, "pid": os.getpid()}, md, args.quick)
 
 

@@ -54,6 +54,7 @@ def create_app(
     learn: bool = True,
     save_interval: float = DEFAULT_SAVE_INTERVAL,
     streaming: bool = True,
+    binary_steps: bool = True,
 ) -> FastAPI:
     """The server application over ``data_dir`` (created when missing), or over the ``store`` URL.
 
@@ -65,6 +66,8 @@ def create_app(
     Learner threads start with the application's lifespan and stop (saving weights) with it.
     With ``streaming=False`` the server speaks Part 1 only, as an old Agents Bar would: the
     streaming and policy endpoints answer 404, so clients can be tested against an old server.
+    With ``binary_steps=False`` ``/steps`` takes JSON only and ``/stream/info`` does not advertise
+    Part 3's binary steps, as a server from before them.
     """
     state = open_state(
         Path(data_dir) if data_dir is not None else None,
@@ -72,7 +75,7 @@ def create_app(
         replica_id=replica_id,
         users=users,
         token_ttl=token_ttl,
-        settings=Settings(max_batch_steps, max_batch_bytes, max_body_bytes),
+        settings=Settings(max_batch_steps, max_batch_bytes, max_body_bytes, binary_steps),
         synchronous=synchronous,
         learn=learn,
         save_interval=save_interval,

@@ -143,6 +143,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--part1-only", dest="streaming", action="store_false",
         help="speak only Part 1 of the protocol, like an old Agents Bar (to test clients against one)",
     )
+    parser.add_argument(
+        "--json-steps-only", dest="binary_steps", action="store_false",
+        help="take POST /steps as JSON only and do not advertise the binary steps, like a server from before "
+             "them (to test clients against one)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="(default: %(default)s)")
 
@@ -266,6 +271,7 @@ def _create(create_app, data_dir: Path | None, args: argparse.Namespace, users: 
         learn=args.learn,
         save_interval=args.save_interval,
         streaming=args.streaming,
+        binary_steps=args.binary_steps,
     )
 
 

@@ -58,6 +58,9 @@ class Settings:
     max_batch_steps: int
     max_batch_bytes: int
     max_body_bytes: int
+    # Whether /steps takes (and /stream/info advertises) Part 3's binary steps; off only to test
+    # clients against a server from before them (serve --json-steps-only).
+    binary_steps: bool = True
 
     def batch_limits(self) -> dict[str, int]:
         """The limits of ``POST /steps`` as ``/stream/info`` and every 413 of it name them."""

@@ -70,6 +70,22 @@ def test_stream_info_advertises_the_encoding(api: Api):
     assert info["content_encodings"] == ["zstd"]
 
 
+def test_a_json_steps_only_server_neither_advertises_nor_takes_the_encoding(server_factory, user, agent_name):
+    """serve --json-steps-only: a server from before the binary steps, for testing clients against one."""
+    from support.api import login
+
+    srv = server_factory(extra_args=["--json-steps-only"], name="json-only")
+    api = Api(srv.url, login(srv.url, *user))
+    info = api.get("/stream/info").json()
+    assert "step_encodings" not in info and "content_encodings" not in info and info["protocol"] == 1
+    api.create_agent(agent_name, "dqn", obs_size=OBS, action_size=2)
+    frames = _frames("uint8", SHAPES[0], 2, seed=0)
+    resp = _post(api, agent_name, encode("bin", 0, _steps(frames, None)))
+    assert resp.status_code == 415 and "JSON" in resp.json()["detail"], resp.text
+    assert api.send_steps(agent_name, "p", 0, make_steps(0, 2, obs_size=OBS)).status_code == 200
+    assert api.agent(agent_name)["steps_received"] == 2
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_dtype_and_shape_round_trips_bit_exact(api: Api, agent_name, dtype):
     api.create_agent(agent_name, "dqn", obs_size=OBS, action_size=2)

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 import pytest
 import zstandard
+from support import binary_steps
 from support.stream import api_for
 
 from agents_bar_stream import InvalidStepError, QueueFullError
@@ -260,13 +261,23 @@ def test_disk_queue_reads_v2_and_v3_segments_in_order(tmp_path):
         reopened.close()
 
 
-# --- end to end against the real server (which takes JSON lists only) ------------------------------
+# --- end to end against the real server: its binary steps, and JSON lists to one without them ---------
+
+
+@pytest.fixture(params=["binary", "json"])
+def wire_server(request, server, server_factory):
+    """``(wire, server)``: the shared server (it advertises the binary steps), or a private one run with
+    ``--json-steps-only`` (a server from before them, which gets the arrays as flattened JSON lists)."""
+    if request.param == "binary":
+        return "binary", server
+    return "json", server_factory(extra_args=["--json-steps-only"], name="json-only")
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("durability", ["batch", "step"])
 def test_every_dtype_round_trips_bit_exact_through_queue_wire_and_server_log(
-        server, user, agent_name, make_agent, durability):
+        wire_server, user, agent_name, make_agent, durability):
+    wire, server = wire_server
     api = api_for(server, user)
     shapes = {"uint8": (16, 16, 4), "float32": (8, 8, 2), "float16": (6,), "int64": (5, 13)}
     for dtype in DTYPES:
@@ -279,7 +290,7 @@ def test_every_dtype_round_trips_bit_exact_through_queue_wire_and_server_log(
         for k in range(7):
             assert agent.step(obs[k], np.int64(k % 3), np.float32(k / 7), obs[k + 1], np.bool_(k == 6))
         assert agent.flush(timeout=60), agent.stats
-        log = api.log(name)
+        log = api.log(name)  # flat JSON lists, whatever the wire was
         assert len(log) == 7, (dtype, len(log))
         for k, entry in enumerate(log):
             step = entry["step"]
@@ -289,6 +300,19 @@ def test_every_dtype_round_trips_bit_exact_through_queue_wire_and_server_log(
             assert step["action"] == [k % 3] and step["done"] is (k == 6)
             assert np.float32(step["reward"]) == np.float32(k / 7)
         assert agent.stats["dead_lettered"] == 0
+        if wire == "binary" and size >= 64:
+            # Sent as arrays, the server kept them as arrays: the log asked for in the binary encoding
+            # hands back each frame with its own dtype and shape (steps sent as JSON would come back
+            # as float lists). Arrays under 64 elements travel as JSON lists by design.
+            resp = api.get(f"/agents/{name}/steps", params={"start": 0, "limit": 100},
+                           headers={"Accept": "application/x-agents-bar-steps"})
+            assert resp.status_code == 200, resp.text
+            doc = binary_steps.decode(resp.content)
+            for k, entry in enumerate(doc["steps"]):
+                got = entry["step"]["obs"]
+                assert isinstance(got, np.ndarray) and got.dtype == np.dtype(dtype) and got.shape == shape, (
+                    dtype, type(got))
+                assert got.tobytes() == obs[k].tobytes()
         agent.close(timeout=5)
 
 

@@ -38,8 +38,10 @@ _BAD_PRODUCER_ID = "producer_id must be 1 to 64 characters of [A-Za-z0-9_-]"
 async def stream_info(state: State) -> Response:
     # step_encodings / content_encodings: the compact binary steps of docs/protocol.md (issue 12);
     # a client that does not see them sends JSON, which is always taken.
-    return json_response({"protocol": PROTOCOL_VERSION, **state.settings.batch_limits(),
-                          "step_encodings": STEP_ENCODINGS, "content_encodings": CONTENT_ENCODINGS})
+    info: dict = {"protocol": PROTOCOL_VERSION, **state.settings.batch_limits()}
+    if state.settings.binary_steps:
+        info.update(step_encodings=STEP_ENCODINGS, content_encodings=CONTENT_ENCODINGS)
+    return json_response(info)
 
 
 @router.post("/agents/{name}/steps")
@@ -47,6 +49,9 @@ async def post_steps(request: Request, row: CurrentAgent, state: State) -> Respo
     limits = state.settings.batch_limits()
     body = await read_body(request, state.settings.max_batch_bytes, too_large=limits)
     headers = request.headers
+    if not state.settings.binary_steps and (headers.get("content-encoding")
+                                            or (headers.get("content-type") or "").startswith(STEP_ENCODINGS[0])):
+        raise HTTPProblem(415, "this server takes JSON steps only (serve --json-steps-only)")
     result = await run_in_threadpool(_apply_steps, state, row, body, headers.get("content-type"),
                                      headers.get("content-encoding"))
     runtime = state.learners.peek(row.id)
