@@ -19,7 +19,11 @@ Its modules, each importing only those listed below it::
     curves.py       the dashboard's bounded histories: learning curve, episode returns
     policy_export.py an agent's greedy policy as an ONNX model, and its version
     security.py     passwords, access tokens, login limits, the data directory's modes
-    store.py        SQLite: accounts, agents and the log of accepted steps
+    replicas.py     Placement: which replica learns each agent (PostgreSQL advisory locks), and
+                    the weights the other replicas follow (LISTEN/NOTIFY)
+    store_pg.py     PostgresStore: the Store in PostgreSQL, shared by replicas (the `postgres` extra)
+    store.py        the Store interface; SqliteStore: accounts, agents and the log of accepted steps;
+                    encode_steps/decode_steps, the stored form of a batch for both stores
     arrays.py       arrays in steps: wire references, their checks, the log's compact rows
     uploads.py      a snapshot body's check, run in a child process
     limits.py       what one request may cost (imports nothing)

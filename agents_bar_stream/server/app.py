@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -41,8 +42,10 @@ __all__ = [
 
 
 def create_app(
-    data_dir: Path,
+    data_dir: Path | None,
     *,
+    store: str | None = None,
+    replica_id: str = "",
     users: Sequence[tuple[str, str]] = (),
     token_ttl: float = DEFAULT_TOKEN_TTL,
     max_batch_steps: int = DEFAULT_MAX_BATCH_STEPS,
@@ -56,7 +59,11 @@ def create_app(
     metrics: str = "token",
     metrics_token: str | None = None,
 ) -> FastAPI:
-    """The server application over ``data_dir`` (created when missing).
+    """The server application over ``data_dir`` (created when missing), or over the ``store`` URL.
+
+    ``store`` ``postgresql://...`` makes this process one replica of a server whose whole state
+    is in that database (``data_dir`` is then unused; ``replica_id`` names this process in
+    ``GET /agents/{name}``'s ``learner``); ``sqlite:///path`` or None is the SQLite store.
 
     ``users`` are ``(name, password)`` accounts created, or given that password, at once.
     Learner threads start with the application's lifespan and stop (saving weights) with it.
@@ -71,7 +78,9 @@ def create_app(
     it to anyone who can reach the port (bind it to a private address), ``"off"`` not at all.
     """
     state = open_state(
-        Path(data_dir),
+        Path(data_dir) if data_dir is not None else None,
+        store_url=store,
+        replica_id=replica_id,
         users=users,
         token_ttl=token_ttl,
         settings=Settings(max_batch_steps, max_batch_bytes, max_body_bytes, binary_steps),
@@ -110,10 +119,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # before its turn is loaded on demand (Learners.get).
     loader = threading.Thread(target=state.learners.start_all, name="agents-bar-loader", daemon=True)
     loader.start()
+    if state.placement is not None:  # replicas on a shared store: which of them learns each agent
+        state.placement.start()
     try:
         yield
     finally:
         state.hashing.close()
+        if state.placement is not None:
+            await run_in_threadpool(state.placement.stop)
         await run_in_threadpool(state.learners.close)
+        if state.placement is not None:  # after the learners' last saves, which its locks fence
+            await run_in_threadpool(state.placement.close)
+            shutil.rmtree(state.upload_dir, ignore_errors=True)
         await run_in_threadpool(loader.join, 30)
         state.store.close()

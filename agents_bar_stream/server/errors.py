@@ -5,7 +5,7 @@ running on worker threads) and becomes ``{"detail": ..., **extra}`` with its sta
 the client's :class:`agents_bar_stream.exceptions.APIError`, which is what a *client* raises
 when it receives such an answer. :func:`install_error_handlers` also maps request validation
 errors to ``422 {"detail"}``, an unknown route to starlette's status with ``{"detail"}``, a
-failing disk to ``503`` and anything else to ``500`` (a bug, logged with its traceback).
+failing disk or database to ``503`` and anything else to ``500`` (a bug, logged with its traceback).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from agents_bar_stream.server.store import StoreUnavailable
 
 __all__ = ["LOG_NAME", "HTTPProblem", "install_error_handlers", "json_response"]
 
@@ -65,7 +67,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     return json_response({"detail": str(exc.detail)}, exc.status_code, exc.headers)
 
 
-async def _storage_error(request: Request, exc: sqlite3.Error) -> Response:
+async def _storage_error(request: Request, exc: sqlite3.Error | StoreUnavailable) -> Response:
     # The disk is full or failing: nothing was applied (every write is one transaction), and
     # the client's data is safe with it. 503 tells it to come back later, as the protocol says.
     logger.error("storage error on %s %s: %s", request.method, request.url.path, exc)
@@ -84,4 +86,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(sqlite3.Error, _storage_error)
+    app.add_exception_handler(StoreUnavailable, _storage_error)  # PostgreSQL unreachable, full, restarting
     app.add_exception_handler(Exception, _unexpected)

@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections import OrderedDict, deque
@@ -513,13 +514,22 @@ class _Flag:
 class AgentRuntime:
     """An agent object, its lock, its learner thread and its weights file."""
 
-    def __init__(self, row: AgentRow, store: Store, weights_dir: Path, *, learn: bool, save_interval: float) -> None:
+    def __init__(
+        self, row: AgentRow, store: Store, weights_dir: Path | None, *, learn: bool, save_interval: float
+    ) -> None:
         self.id = row.id
         self.model = row.model
         self.config = row.config
         self.discrete = is_discrete(row.model)
         self._store = store
-        self._weights_path = weights_dir / f"agent-{row.id}.pt"
+        # A shared (PostgreSQL) store keeps the weights itself; weights_dir is then None.
+        self._weights_path = weights_dir / f"agent-{row.id}.pt" if weights_dir is not None else None
+        self._shared = store.shared
+        # Shared store only: the learner epoch this replica holds the agent with (None: it only
+        # acts, from the latest saved weights), and the version of the weights it loaded last.
+        self._epoch: int | None = None
+        self._loaded_version = 0
+        self._progress_at = 0.0
         self._learn = learn
         self._save_interval = save_interval
         self.lock = threading.Lock()
@@ -555,6 +565,9 @@ class AgentRuntime:
     # weights
 
     def _load_weights(self) -> None:
+        if self._weights_path is None:
+            self._load_checkpoint()
+            return
         if not self._weights_path.exists():
             return
         try:
@@ -570,12 +583,20 @@ class AgentRuntime:
             self.cursor = 0
 
     def save(self) -> None:
-        """Write weights and cursor atomically (temp file, fsync, rename); nothing once deleted."""
+        """Write weights and cursor atomically (temp file, fsync, rename); nothing once deleted.
+
+        With a shared store, only the replica that learns the agent saves, into the database.
+        """
         if self._deleted:
             return
+        if self._weights_path is None and self._epoch is None:
+            return  # a replica that only acts has nothing of its own to save
         with self.lock:
             payload = {"network": _network_state(self.agent), "cursor": self.cursor, "model": self.model}
         cursor = payload["cursor"]
+        if self._weights_path is None:
+            self._save_checkpoint(payload)
+            return
         tmp = self._weights_path.with_suffix(".tmp")
         # 0600 whatever the umask: the weights are the owner's data (see security.secure_data_dir).
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
@@ -588,6 +609,8 @@ class AgentRuntime:
             self.delete_files()
 
     def delete_files(self) -> None:
+        if self._weights_path is None:
+            return  # a shared store deletes the checkpoint with the agent
         for path in (self._weights_path, self._weights_path.with_suffix(".tmp")):
             try:
                 path.unlink()
@@ -619,6 +642,116 @@ class AgentRuntime:
             finally:
                 self.weights_generation += 1
         self._saved_cursor = -1  # force the next save
+        if self._shared:
+            self._publish_upload()
+
+    # weights in a shared store (PostgreSQL): one replica learns, the others follow its saves
+
+    def _load_checkpoint(self) -> None:
+        """Take the weights and cursor last saved in the shared store (nothing when none was)."""
+        try:
+            checkpoint = self._store.load_checkpoint(self.id)
+            if checkpoint is None or checkpoint.version <= self._loaded_version:
+                return
+            saved = torch.load(io.BytesIO(checkpoint.payload), map_location="cpu", weights_only=True)
+            with self.lock:
+                self._set_network(saved["network"])
+                self.weights_generation += 1
+            self.cursor = int(saved["cursor"])
+            self._saved_cursor = self.cursor
+            self._loaded_version = checkpoint.version
+        except Exception:
+            # As with a damaged file: the agent keeps the weights it has (fresh ones at worst).
+            logger.exception("agent %s: cannot load its saved weights from the store", self.id)
+
+    def _save_checkpoint(self, payload: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        version = self._store.save_checkpoint(self.id, self._epoch, payload["cursor"], buf.getvalue())
+        if version is None:
+            self._fenced()
+            return
+        self._loaded_version = version
+        self._saved_cursor = payload["cursor"]
+
+    def _fenced(self) -> None:
+        # Another replica holds a newer epoch: this one lost its lock (its session dropped). It
+        # must not learn nor save any more, or two learners would write the same agent.
+        logger.warning("agent %s: another replica learns it now (epoch %s is over); stopped learning",
+                       self.id, self._epoch)
+        self._epoch = None
+        self._stop.set()
+
+    def lead(self, epoch: int) -> None:
+        """Start learning the agent as holder of ``epoch`` (its learner lock is held), from the last save."""
+        self._load_checkpoint()
+        self._epoch = epoch
+        if self._thread is not None and not self._thread.is_alive():
+            self._thread = None  # a learner of an earlier epoch that was fenced off
+        self._stop.clear()
+        self.start()
+
+    @property
+    def leading(self) -> bool:
+        return self._epoch is not None
+
+    def hand_over(self, timeout: float = 10.0) -> int | None:
+        """Stop learning and save (fenced), so that another replica can resume exactly here.
+
+        Returns the epoch given up (None if this replica was not learning the agent); the runtime
+        stays, to act from the saved weights.
+        """
+        epoch = self._epoch
+        if epoch is None:
+            return None
+        self.stop(save=True, timeout=timeout)
+        self._epoch = None
+        return epoch
+
+    def refresh(self, version: int) -> None:
+        """Weights of ``version`` were saved: take them (a learner takes only the network of an upload)."""
+        if version <= self._loaded_version:
+            return
+        if self._epoch is None:
+            self._load_checkpoint()
+            return
+        # The learner saved every version up to _loaded_version itself: a newer one is a snapshot
+        # uploaded through another replica. Learn on from those weights, at this learner's cursor.
+        checkpoint = self._store.load_checkpoint(self.id)
+        if checkpoint is None or checkpoint.version <= self._loaded_version:
+            return
+        try:
+            saved = torch.load(io.BytesIO(checkpoint.payload), map_location="cpu", weights_only=True)
+            with self.lock:
+                self._set_network(saved["network"])
+                self.weights_generation += 1
+        except Exception:
+            logger.exception("agent %s: cannot load the uploaded weights from the store", self.id)
+            return
+        self._loaded_version = checkpoint.version
+        self._saved_cursor = -1
+
+    def _publish_upload(self) -> None:
+        """Share weights uploaded to this replica (POST /snapshots) with the others, the learner first."""
+        if self._epoch is not None:
+            self.save()
+            return
+        with self.lock:
+            payload = {"network": _network_state(self.agent), "cursor": self.cursor, "model": self.model}
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        version = self._store.save_checkpoint(self.id, None, payload["cursor"], buf.getvalue())
+        if version is not None:
+            self._loaded_version = version
+
+    def _report_progress(self) -> None:
+        """Record the learner's cursor in the shared store (about once a second), for the other replicas."""
+        epoch = self._epoch
+        if epoch is None or time.monotonic() - self._progress_at < 1.0:
+            return
+        self._progress_at = time.monotonic()
+        if not self._store.report_progress(self.id, epoch, self.cursor):
+            self._fenced()
 
     # the policy: its version, its export, how stale the acting policies were
 
@@ -883,7 +1016,8 @@ class AgentRuntime:
         self._wake.set()
 
     def start(self) -> None:
-        if self._thread is None and self._learn:
+        # With a shared store, a replica learns an agent only once it holds it (lead()).
+        if self._thread is None and self._learn and (not self._shared or self._epoch is not None):
             self._thread = threading.Thread(target=self._run, name=f"learner-{self.id}", daemon=True)
             self._thread.start()
 
@@ -894,6 +1028,8 @@ class AgentRuntime:
                 read = self.learn_available()
                 if self._stop.is_set():
                     break  # stop() saves when it should; a deleted agent must not be written again
+                if self._shared:
+                    self._report_progress()
                 if time.monotonic() - last_save >= self._save_interval and self.cursor != self._saved_cursor:
                     self.save()
                     last_save = time.monotonic()
@@ -926,11 +1062,19 @@ class Learners:
     """Every agent's :class:`AgentRuntime`, keyed by agent id; built lazily on first use."""
 
     def __init__(
-        self, store: Store, data_dir: Path, *, learn: bool = True, save_interval: float = DEFAULT_SAVE_INTERVAL
+        self, store: Store, data_dir: Path | None, *, learn: bool = True, save_interval: float = DEFAULT_SAVE_INTERVAL,
+        replica_id: str = "",
     ) -> None:
         self._store = store
-        self._dir = Path(data_dir) / "weights"
-        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A shared store keeps weights itself (and a replica may have no data directory at all).
+        self._dir: Path | None = None
+        if not store.shared:
+            assert data_dir is not None, "the SQLite store keeps weights in the data directory"
+            self._dir = Path(data_dir) / "weights"
+            self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        #: This server process, as GET /agents/{name} names the one that learns an agent.
+        self.replica_id = replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.learn = learn
         self._learn = learn
         self._save_interval = save_interval
         self._runtimes: dict[int, AgentRuntime] = {}
@@ -991,6 +1135,28 @@ class Learners:
     def peek(self, agent_id: int) -> AgentRuntime | None:
         return self._runtimes.get(agent_id)
 
+    def ids(self) -> list[int]:
+        """The agents whose runtime is built here."""
+        with self._lock:
+            return list(self._runtimes)
+
+    def progress(self, agent_id: int) -> dict[str, Any]:
+        """``steps_learned``, ``learn_errors`` and ``learner`` (the replica learning it, or None) of an agent.
+
+        With a shared store, a replica that does not learn the agent reports what its learner last
+        recorded (at most about a second old).
+        """
+        runtime = self._runtimes.get(agent_id)
+        errors = runtime.learn_errors if runtime is not None else 0
+        if not self._store.shared:
+            learning = runtime is not None and runtime._thread is not None
+            return {"steps_learned": runtime.cursor if runtime is not None else 0, "learn_errors": errors,
+                    "learner": self.replica_id if learning else None}
+        if runtime is not None and runtime.leading:
+            return {"steps_learned": runtime.cursor, "learn_errors": errors, "learner": self.replica_id}
+        replica, learned = self._store.learner_info(agent_id)
+        return {"steps_learned": learned, "learn_errors": errors, "learner": replica}
+
     def remove(self, agent_id: int) -> None:
         """Stop the agent's learner and delete its weights; a build in progress is discarded when it ends."""
         with self._lock:
@@ -1000,7 +1166,7 @@ class Learners:
             runtime._deleted = True  # a save in flight or after a slow stop deletes its own file
             runtime.stop(save=False)
             runtime.delete_files()
-        else:
+        elif self._dir is not None:
             (self._dir / f"agent-{agent_id}.pt").unlink(missing_ok=True)
 
     def close(self, timeout: float = 20.0) -> None:

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"  # never listen beyond this machine unless asked to
 DEFAULT_PORT = 8080
 ENV_DATA_DIR = "AGENTS_BAR_DATA_DIR"
+ENV_STORE = "AGENTS_BAR_STORE"
 
 
 def _default_data_dir() -> str:
@@ -95,6 +96,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="port; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--data-dir", default=_default_data_dir(),
                         help=f"where the database, weights and signing key live (${ENV_DATA_DIR})")
+    parser.add_argument(
+        "--store", default=os.environ.get(ENV_STORE) or None, metavar="URL",
+        help="postgresql://user:pass@host/db (any libpq URI; a Unix socket as ?host=/dir): run as one of any number "
+        "of replicas sharing that database, no data directory needed; or sqlite:///path/file.sqlite3. Default: "
+        f"SQLite in --data-dir (${ENV_STORE})",
+    )
+    parser.add_argument("--replica-id", default="",
+                        help="this process's name among replicas (GET /agents/{name} 'learner'; default: host-pid)")
     parser.add_argument("--port-file", help="write the port here once the server answers (useful with --port 0)")
     parser.add_argument(
         "--user",
@@ -139,6 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="take POST /steps as JSON only and do not advertise the binary steps, like a server from before "
              "them (to test clients against one)",
     )
+    parser.add_argument(
         "--metrics", choices=["token", "public", "off"], default="token",
         help="who may GET /metrics (Prometheus text; it names every account's agents): 'token' (default) a "
         "bearer of --metrics-token-file's token, 'public' anyone who reaches the port, 'off' nobody",
@@ -233,8 +243,44 @@ def run_from_args(args: argparse.Namespace) -> int:
             print("agents-bar-stream serve: --metrics-token-file: the token must be at least 16 characters",
                   file=sys.stderr)
             return 2
-    app = create_app(
+    from agents_bar_stream.server.store import StoreUnavailable, parse_store_url
+
+    try:
+        kind = parse_store_url(args.store)[0] if args.store else "sqlite"
+    except ValueError as exc:
+        print(f"agents-bar-stream serve: --store: {exc}", file=sys.stderr)
+        return 2
+    shared = kind == "postgresql"
+    # What the start line names: never the URL itself, which may carry a password.
+    where = "PostgreSQL (shared by replicas)" if shared else str(data_dir)
+    try:
+        app = _create(create_app, None if shared else data_dir, args, users, metrics_token)
+    except ImportError as exc:
+        if not shared:
+            raise
+        print(f"agents-bar-stream serve: a PostgreSQL store needs the 'postgres' extra ({exc})", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(f"agents-bar-stream serve: {exc}", file=sys.stderr)
+        return 1
+    # torch and the rest are imported by now: move their millions of objects out of the garbage
+    # collector's sight. Otherwise each full collection, which parsing a large /steps body sets
+    # off every few requests, walks them all (~100 ms here, a stall for every client).
+    gc.freeze()
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        print(f"agents-bar-stream serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return _serve(app, sock, args, level, where)
+
+
+def _create(create_app, data_dir: Path | None, args: argparse.Namespace, users: list[tuple[str, str]],
+            metrics_token: str | None):
+    return create_app(
         data_dir,
+        store=args.store,
+        replica_id=args.replica_id,
         users=users,
         token_ttl=args.token_ttl,
         max_batch_steps=args.max_batch_steps,
@@ -248,16 +294,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         metrics_token=metrics_token,
     )
-    # torch and the rest are imported by now: move their millions of objects out of the garbage
-    # collector's sight. Otherwise each full collection, which parsing a large /steps body sets
-    # off every few requests, walks them all (~100 ms here, a stall for every client).
-    gc.freeze()
-    try:
-        sock = _listen(args.host, args.port)
-    except OSError as exc:
-        print(f"agents-bar-stream serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    return _serve(app, sock, args, level, data_dir)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -280,7 +316,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve(app, sock: socket.socket, args: argparse.Namespace, level: int, data_dir: Path) -> int:
+def _serve(app, sock: socket.socket, args: argparse.Namespace, level: int, where: str) -> int:
     """Run uvicorn with the connection guards on ``sock`` until a signal stops it; the exit status."""
     import uvicorn
 
@@ -297,7 +333,7 @@ def _serve(app, sock: socket.socket, args: argparse.Namespace, level: int, data_
             await super().startup(sockets=sockets)
             if self.started and args.port_file:
                 _write_port_file(args.port_file, port)
-            logger.info("agents-bar-stream serving on http://%s:%s (data: %s)", args.host, port, data_dir)
+            logger.info("agents-bar-stream serving on http://%s:%s (data: %s)", args.host, port, where)
 
     config = uvicorn.Config(
         app,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from agents_bar_stream.server.security import (
     load_or_create_secret,
     secure_data_dir,
 )
-from agents_bar_stream.server.store import Store
+from agents_bar_stream.server.store import SqliteStore, Store, parse_store_url
 
 __all__ = ["HashingPool", "ServerState", "Settings", "open_state"]
 
@@ -81,11 +82,15 @@ class ServerState:
     dummy_hash: str
     upload_slots: asyncio.Semaphore
     upload_dir: Path
+    #: Learner placement across replicas (``replicas.Placement``); None with the SQLite store.
+    placement: Any = None
 
 
 def open_state(
-    data_dir: Path,
+    data_dir: Path | None,
     *,
+    store_url: str | None = None,
+    replica_id: str = "",
     users: Sequence[tuple[str, str]],
     token_ttl: float,
     settings: Settings,
@@ -93,23 +98,65 @@ def open_state(
     learn: bool,
     save_interval: float,
 ) -> ServerState:
-    """Open (or create) the data directory and everything that lives in it; see ``create_app``."""
+    """Open (or create) the store and everything that lives in it; see ``create_app``.
+
+    ``store_url`` ``postgresql://...``: everything lives in that database, shared with other
+    replicas (``data_dir`` is not used). Otherwise the SQLite store: ``sqlite:///path`` names its
+    file, by default ``data_dir/agents-bar.sqlite3``; weights and the signing key are in ``data_dir``.
+    """
+    kind, where = parse_store_url(store_url) if store_url else ("sqlite", "")
+    if kind == "postgresql":
+        return _open_shared(where, replica_id=replica_id, users=users, token_ttl=token_ttl, settings=settings,
+                            learn=learn, save_interval=save_interval)
+    if data_dir is None:
+        raise ValueError("the SQLite store needs a data directory")
     # The database holds password hashes and every agent's data: the owner's eyes only, whatever
     # the directory held before (SQLite gives the -wal and -shm files the database file's mode).
     secure_data_dir(data_dir)
-    store = Store(data_dir / "agents-bar.sqlite3", synchronous=synchronous)
-    for name, password in users:
-        if not name or ":" in name:
-            raise ValueError(f"bad user name {name!r}")
-        store.set_user(name, hash_password(password))
+    store = SqliteStore(Path(where) if where else data_dir / "agents-bar.sqlite3", synchronous=synchronous)
+    _ensure_users(store, users)
     signer = TokenSigner(load_or_create_secret(data_dir), ttl=token_ttl)
-    learners = Learners(store, data_dir, learn=learn, save_interval=save_interval)
+    learners = Learners(store, data_dir, learn=learn, save_interval=save_interval, replica_id=replica_id)
     secure_data_dir(data_dir)  # the database, its WAL and the weights directory now exist
-    dummy_hash = hash_password("not a password")
     upload_dir = data_dir / "uploads"
     upload_dir.mkdir(mode=0o700, exist_ok=True)
     for leftover in upload_dir.iterdir():  # bodies of uploads a crash interrupted
         shutil.rmtree(leftover, ignore_errors=True)
+    return _state(store, signer, learners, settings, upload_dir)
+
+
+def _ensure_users(store: Store, users: Sequence[tuple[str, str]]) -> None:
+    for name, password in users:
+        if not name or ":" in name:
+            raise ValueError(f"bad user name {name!r}")
+        store.set_user(name, hash_password(password))
+
+
+def _open_shared(
+    url: str, *, replica_id: str, users: Sequence[tuple[str, str]], token_ttl: float, settings: Settings,
+    learn: bool, save_interval: float,
+) -> ServerState:
+    """A replica on a PostgreSQL store: the signing key, weights and learner placement live in it."""
+    # Imported here: psycopg is the `postgres` extra's, and the SQLite server must not need it.
+    from agents_bar_stream.server.replicas import Placement
+    from agents_bar_stream.server.store_pg import PostgresStore
+
+    store = PostgresStore(url)
+    try:
+        _ensure_users(store, users)
+        signer = TokenSigner(store.signing_key(), ttl=token_ttl)
+        learners = Learners(store, None, learn=learn, save_interval=save_interval, replica_id=replica_id)
+    except BaseException:
+        store.close()
+        raise
+    # Snapshot bodies are spooled to this machine's disk only while they are checked.
+    upload_dir = Path(tempfile.mkdtemp(prefix="agents-bar-uploads-"))
+    return _state(store, signer, learners, settings, upload_dir, placement=Placement(store, learners))
+
+
+def _state(store: Store, signer: TokenSigner, learners: Learners, settings: Settings, upload_dir: Path,
+           placement: Any = None) -> ServerState:
+    dummy_hash = hash_password("not a password")
     return ServerState(
         store=store,
         signer=signer,
@@ -120,4 +167,5 @@ def open_state(
         dummy_hash=dummy_hash,
         upload_slots=asyncio.Semaphore(MAX_UPLOADS_AT_ONCE),
         upload_dir=upload_dir,
+        placement=placement,
     )

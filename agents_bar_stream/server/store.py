@@ -1,4 +1,5 @@
-"""The server's durable state in one SQLite file (stdlib ``sqlite3``, no ORM).
+"""The server's durable state: the :class:`Store` interface, and :class:`SqliteStore` in one SQLite file
+(stdlib ``sqlite3``, no ORM). ``store_pg.PostgresStore`` keeps the same tables in PostgreSQL.
 
 Tables::
 
@@ -16,7 +17,7 @@ that form starts with ``AB``, a JSON row with ``[``, so rows written before the 
 read as they always did, and no migration is needed. ``policy_versions`` is NULL unless a step
 of the slice carried a ``policy_version`` (issue 11); then it is the orjson list, parallel to
 ``data``, of each step's version or null. The column was added after the first release:
-:class:`Store` adds it to an older database when it opens it, and so ``producers.last_seen`` (the
+:class:`SqliteStore` adds it to an older database when it opens it, and so ``producers.last_seen`` (the
 time of the producer's last batch that moved ``acked_seq``, for the dashboard; NULL for rows
 older than the column).
 ``log_start`` is the position of the first of them in the agent's log, so the log reads in order
@@ -36,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -47,8 +48,13 @@ __all__ = [
     "LogEntry",
     "ProducerRow",
     "SequenceGap",
+    "SqliteStore",
     "Store",
+    "StoreUnavailable",
     "TooManyAgents",
+    "decode_steps",
+    "encode_steps",
+    "parse_store_url",
     "step_policy_version",
 ]
 
@@ -165,6 +171,53 @@ def step_policy_version(step: Any) -> str | None:
     return None
 
 
+# -- one batch of steps as stored ------------------------------------------------------------------
+# Both stores (this SQLite one and store_pg.PostgresStore) keep a batch as the same two columns,
+# made and read by these two functions only: a change of the encoding is made here, once.
+
+
+def encode_steps(steps: Sequence[dict[str, Any]]) -> tuple[bytes, bytes | None]:
+    """The ``(data, policy_versions)`` columns of a batch of validated steps (see the module docstring)."""
+    versions = None
+    if any(type(s[k]) is not list for s in steps for k in _ARRAY_FIELDS):
+        # Steps of the binary encoding hold numpy arrays: stored as their bytes with dtype and
+        # shape (arrays.pack_steps), never as number text: lossless and ~the size of the data.
+        from agents_bar_stream.server.arrays import pack_steps
+
+        data = pack_steps(steps, _STEP_FIELDS, compress=True)
+    elif all(len(s) == len(_STEP_FIELDS) for s in steps):
+        # Steps were validated, so each has the five fields; only one with extra fields (which the
+        # protocol says to ignore) needs rebuilding, and re-encoding the list as it is costs far less.
+        data = orjson.dumps(steps)
+    else:
+        data = orjson.dumps([{k: s[k] for k in _STEP_FIELDS} for s in steps])
+    if any(len(s) != len(_STEP_FIELDS) for s in steps):
+        found = [step_policy_version(s) for s in steps]
+        if any(v is not None for v in found):
+            versions = orjson.dumps(found)
+    return data, versions
+
+
+def decode_steps(
+    data: bytes, versions_data: bytes | None, count: int, *, arrays: bool = False
+) -> tuple[list[Any], list[str | None]]:
+    """The steps of a batch and each one's ``policy_version`` (None: it carried none), from its columns.
+
+    Steps stored as arrays (the binary encoding) come out as read-only numpy arrays with
+    ``arrays=True``, else as the flat lists a JSON step would hold.
+    """
+    if data[:4] in _PACKED_MAGIC:
+        from agents_bar_stream.server.arrays import step_to_json, unpack_steps
+
+        steps = unpack_steps(data)
+        if not arrays:
+            steps = [step_to_json(s) for s in steps]
+    else:
+        steps = orjson.loads(data)
+    versions = orjson.loads(versions_data) if versions_data is not None else [None] * count
+    return steps, versions
+
+
 _AGENT_COLUMNS = "id, owner, name, model, description, config, is_active, steps_received, created_at"
 
 
@@ -182,7 +235,60 @@ def _agent(row: Sequence[Any]) -> AgentRow:
     )
 
 
-class Store:
+def parse_store_url(url: str) -> tuple[str, str]:
+    """``("postgresql", url)`` or ``("sqlite", path)`` of a ``--store`` value; raises ``ValueError``.
+
+    PostgreSQL: any libpq URI (``postgresql://`` or ``postgres://``, a Unix socket directory as
+    ``?host=/dir``), passed to psycopg as it is. SQLite: ``sqlite:///path/to/file.sqlite3``.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql", url
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+        if not path.startswith("/"):
+            raise ValueError(f"a SQLite store is sqlite:///absolute/path, not {url!r}")
+        return "sqlite", path
+    raise ValueError(f"unknown store {url!r}: expected postgresql://... or sqlite:///path")
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or cannot write now (a 503: nothing was applied, try again)."""
+
+
+class Store(Protocol):
+    """What the routes and the learners use of the durable state; :class:`SqliteStore` and
+    ``store_pg.PostgresStore`` implement it with the same behaviour (the store tests run on both).
+
+    Every write is one transaction, all or none. ``shared`` says whether other server processes
+    (replicas) use the same database: then weights, the signing key and learner placement live in
+    it too (see ``store_pg``); otherwise they live in the data directory beside it.
+    """
+
+    shared: bool
+
+    def close(self) -> None: ...
+    def set_user(self, name: str, password_hash: str) -> None: ...
+    def password_hash(self, name: str) -> str | None: ...
+    def create_agent(
+        self, *, owner: str, name: str, model: str, description: str | None, config: dict[str, Any], is_active: bool,
+        max_per_owner: int | None = None,
+    ) -> AgentRow: ...
+    def get_agent(self, owner: str, name: str) -> AgentRow | None: ...
+    def agent_by_id(self, agent_id: int) -> AgentRow | None: ...
+    def list_agents(self, owner: str | None = None) -> list[AgentRow]: ...
+    def delete_agent(self, agent_id: int) -> bool: ...
+    def acked_seq(self, agent_id: int, producer_id: str) -> int: ...
+    def producers(self, agent_id: int, limit: int) -> tuple[list[ProducerRow], int]: ...
+    def steps_received(self, agent_id: int) -> int: ...
+    def append_batch(
+        self, agent_id: int, producer_id: str, first_seq: int, steps: Sequence[dict[str, Any]]
+    ) -> tuple[int, int, int]: ...
+    def append_step(self, agent_id: int, step: dict[str, Any]) -> int: ...
+    def read_log(self, agent_id: int, start: int, limit: int) -> list[tuple[str | None, int | None, Any]]: ...
+    def read_entries(self, agent_id: int, start: int, limit: int, *, arrays: bool = False) -> list[LogEntry]: ...
+
+
+class SqliteStore:
     """All durable server state; thread-safe.
 
     ``synchronous`` is SQLite's ``PRAGMA synchronous``. The default ``FULL`` makes every commit
@@ -191,6 +297,9 @@ class Store:
     (WAL mode) would still survive a killed server process, but a machine crash could lose the
     last commits that were already acknowledged; it is offered only for benchmarks.
     """
+
+    #: One server process per database file (the data directory holds weights and the signing key).
+    shared = False
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
@@ -458,23 +567,7 @@ class Store:
         if row is None:
             raise LookupError(f"agent {agent_id} does not exist")
         log_start = row[0]
-        versions = None
-        if any(type(s[k]) is not list for s in steps for k in _ARRAY_FIELDS):
-            # Steps of the binary encoding hold numpy arrays: stored as their bytes with dtype and
-            # shape (arrays.pack_steps), never as number text: lossless and ~the size of the data.
-            from agents_bar_stream.server.arrays import pack_steps
-
-            data = pack_steps(steps, _STEP_FIELDS, compress=True)
-        elif all(len(s) == len(_STEP_FIELDS) for s in steps):
-            # Steps were validated, so each has the five fields; only one with extra fields (which the
-            # protocol says to ignore) needs rebuilding, and re-encoding the list as it is costs far less.
-            data = orjson.dumps(steps)
-        else:
-            data = orjson.dumps([{k: s[k] for k in _STEP_FIELDS} for s in steps])
-        if any(len(s) != len(_STEP_FIELDS) for s in steps):
-            found = [step_policy_version(s) for s in steps]
-            if any(v is not None for v in found):
-                versions = orjson.dumps(found)
+        data, versions = encode_steps(steps)
         conn.execute(
             "INSERT INTO batches (agent_id, log_start, producer_id, first_seq, count, data, policy_versions) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -520,15 +613,7 @@ class Store:
             hi = min(end - log_start, count)
             if lo >= hi:
                 continue
-            if data[:4] in _PACKED_MAGIC:
-                from agents_bar_stream.server.arrays import step_to_json, unpack_steps
-
-                steps = unpack_steps(data)
-                if not arrays:
-                    steps = [step_to_json(s) for s in steps]
-            else:
-                steps = orjson.loads(data)
-            versions = orjson.loads(versions_data) if versions_data is not None else [None] * count
+            steps, versions = decode_steps(data, versions_data, count, arrays=arrays)
             for i in range(lo, hi):
                 seq = None if first_seq is None else first_seq + i
                 out.append(LogEntry(producer_id, seq, steps[i], versions[i]))

@@ -14,7 +14,7 @@ import requests
 from support.api import API, make_step, wait_for
 
 from agents_bar_stream.server.curves import OPEN_EPISODES_KEPT, EpisodeReturns, SampleRing
-from agents_bar_stream.server.store import Store
+from agents_bar_stream.server.store import SqliteStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -186,7 +186,7 @@ def test_an_older_database_gets_last_seen(tmp_path):
     conn.execute("INSERT INTO producers VALUES (999, 'old', 41)")
     conn.commit()
     conn.close()
-    store = Store(path, synchronous="NORMAL")
+    store = SqliteStore(path, synchronous="NORMAL")
     try:
         row = store.create_agent(owner="u", name="n", model="dqn", description=None,
                                  config={"obs_size": 4, "action_size": 2}, is_active=True)

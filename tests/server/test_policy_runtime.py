@@ -9,7 +9,7 @@ import pytest
 from support.api import make_steps
 
 from agents_bar_stream.server.learner import AgentRuntime
-from agents_bar_stream.server.store import Store
+from agents_bar_stream.server.store import SqliteStore, Store
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -29,7 +29,7 @@ INSERT INTO batches VALUES (1, 0, 'p', 0, 1, '[{"obs":[0.0],"action":[0],"reward
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(tmp_path / "db.sqlite3")
+    s = SqliteStore(tmp_path / "db.sqlite3")
     yield s
     s.close()
 
@@ -47,13 +47,13 @@ def test_old_database_gets_the_column(tmp_path):
         conn.executescript(_OLD_BATCHES)
     conn.close()
     for _ in range(2):  # opening it again finds the column there
-        store = Store(path)
+        store = SqliteStore(path)
         try:
             (entry,) = store.read_entries(1, 0, 10)
             assert entry.policy_version is None and entry.seq == 0
         finally:
             store.close()
-    store = Store(path)
+    store = SqliteStore(path)
     try:
         store._write(lambda c: c.execute("INSERT INTO agents (id, owner, name, model, config, is_active, "
                                          "steps_received, created_at) VALUES (1, 'u', 'a', 'dqn', '{}', 1, 1, 0)"))
@@ -75,7 +75,7 @@ def test_warm_up_keeps_the_generation_learning_moves_it(store, tmp_path):
     assert runtime.weights_generation == 0 and runtime.current_policy_version() == version
 
     (tmp_path / "b").mkdir()
-    store_b = Store(tmp_path / "b" / "db.sqlite3")
+    store_b = SqliteStore(tmp_path / "b" / "db.sqlite3")
     busy = _runtime(store_b, tmp_path / "b", warm_up=0)
     try:
         v0 = busy.current_policy_version()

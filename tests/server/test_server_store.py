@@ -1,4 +1,8 @@
-"""The SQLite store and the security helpers in-process (no HTTP, no torch)."""
+"""Both stores (SQLite, PostgreSQL) and the security helpers in-process (no HTTP, no torch).
+
+Every store test runs on both implementations (the ``kind`` parameter): they promise the same
+behaviour. PostgreSQL is a real one (tests/server/conftest.py), a fresh database per test.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from agents_bar_stream.server.security import (
     load_or_create_secret,
     verify_password,
 )
-from agents_bar_stream.server.store import AgentExists, SequenceGap, Store
+from agents_bar_stream.server.store import AgentExists, SequenceGap, SqliteStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,11 +27,35 @@ def step(i: int) -> dict:
     return {"obs": [float(i)], "action": [0], "reward": 0.0, "next_obs": [float(i + 1)], "done": False, "extra": 1}
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def kind(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "db.sqlite3")
-    yield s
-    s.close()
+def open_store(kind, tmp_path, request):
+    """``open_store()``: a store on this test's database (the same one each call), closed after."""
+    url = request.getfixturevalue("pg_url") if kind == "postgres" else None
+    opened = []
+
+    def open_() -> object:
+        if url is not None:
+            from agents_bar_stream.server.store_pg import PostgresStore
+
+            s = PostgresStore(url, pool_size=8)
+        else:
+            s = SqliteStore(tmp_path / "db.sqlite3")
+        opened.append(s)
+        return s
+
+    yield open_
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(open_store):
+    return open_store()
 
 
 @pytest.fixture
@@ -85,16 +113,14 @@ def test_concurrent_writers_keep_one_sequence(store, agent_id):
     assert seqs == list(range(len(seqs))) and len(seqs) >= 200
 
 
-def test_reopen_keeps_everything(tmp_path):
-    path = tmp_path / "db.sqlite3"
-    s = Store(path)
+def test_reopen_keeps_everything(open_store):
+    s = open_store()
     aid = s.create_agent(owner="u", name="a", model="dqn", description="d", config={"obs_size": 1}, is_active=True).id
     s.append_batch(aid, "p", 0, [step(0), step(1)])
     s.close()
-    s = Store(path)
+    s = open_store()
     assert s.acked_seq(aid, "p") == 1 and s.steps_received(aid) == 2
     assert s.get_agent("u", "a").description == "d"
-    s.close()
 
 
 def test_password_hashing():

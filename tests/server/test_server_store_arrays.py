@@ -1,4 +1,8 @@
-"""The log's compact form for steps with arrays (issue 12), in-process: no HTTP, no torch."""
+"""The log's compact form for steps with arrays (issue 12), in-process: no HTTP, no torch.
+
+On both stores (SQLite, and a real PostgreSQL: tests/server/conftest.py): they share the encoding
+of a batch (``store.encode_steps``/``decode_steps``).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,40 @@ import orjson
 import pytest
 
 from agents_bar_stream.server.arrays import is_packed, to_float32
-from agents_bar_stream.server.store import Store
+from agents_bar_stream.server.store import SqliteStore, Store
 
 pytestmark = pytest.mark.timeout(60)
 
 SHAPE = (84, 84, 4)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "db.sqlite3")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "postgres":
+        from agents_bar_stream.server.store_pg import PostgresStore
+
+        s = PostgresStore(request.getfixturevalue("pg_url"), pool_size=4)
+    else:
+        s = SqliteStore(tmp_path / "db.sqlite3")
     yield s
     s.close()
+
+
+def _sql(store, statement: str, params: tuple = ()) -> list:
+    """Run one statement on the store's database directly (as an older server, or to look at rows)."""
+    if isinstance(store, SqliteStore):
+        conn = sqlite3.connect(store.path)
+        try:
+            out = conn.execute(statement, params).fetchall()
+            conn.commit()
+            return out
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(store.conninfo) as pg:
+        cur = pg.execute(statement.replace("?", "%s"), params)
+        return cur.fetchall() if cur.description else []
 
 
 @pytest.fixture
@@ -38,12 +64,8 @@ def frame_steps(count: int, seed: int = 0) -> list[dict]:
 
 
 def rows(store: Store, agent_id: int) -> list[bytes]:
-    conn = sqlite3.connect(store.path)
-    try:
-        return [r[0] for r in conn.execute("SELECT data FROM batches WHERE agent_id = ? ORDER BY log_start",
-                                           (agent_id,))]
-    finally:
-        conn.close()
+    return [bytes(r[0]) for r in _sql(store, "SELECT data FROM batches WHERE agent_id = ? ORDER BY log_start",
+                                      (agent_id,))]
 
 
 def test_arrays_are_stored_as_bytes_once_and_read_back_exact(store, agent_id):
@@ -95,15 +117,10 @@ def test_a_slice_from_the_middle_of_a_packed_row(store, agent_id):
 def test_json_rows_of_an_older_server_still_read(store, agent_id, tmp_path):
     """Rows written as JSON (by this server for JSON bodies, or by any older one) and packed rows, side by side."""
     old = [{"obs": [0.1, 2.0], "action": [1], "reward": 1.0, "next_obs": [3.0, 4.5], "done": True}]
-    conn = sqlite3.connect(store.path)
-    try:
-        conn.execute("INSERT INTO batches (agent_id, log_start, producer_id, first_seq, count, data) "
-                     "VALUES (?, 0, 'old', 0, 1, ?)", (agent_id, orjson.dumps(old)))
-        conn.execute("UPDATE agents SET steps_received = 1 WHERE id = ?", (agent_id,))
-        conn.execute("INSERT INTO producers (agent_id, producer_id, acked_seq) VALUES (?, 'old', 0)", (agent_id,))
-        conn.commit()
-    finally:
-        conn.close()
+    _sql(store, "INSERT INTO batches (agent_id, log_start, producer_id, first_seq, count, data) "
+                "VALUES (?, 0, 'old', 0, 1, ?)", (agent_id, orjson.dumps(old)))
+    _sql(store, "UPDATE agents SET steps_received = 1 WHERE id = ?", (agent_id,))
+    _sql(store, "INSERT INTO producers (agent_id, producer_id, acked_seq) VALUES (?, 'old', 0)", (agent_id,))
     store.append_batch(agent_id, "new", 0, frame_steps(2))
     entries = store.read_entries(agent_id, 0, 10, arrays=True)
     assert [(e.producer_id, e.seq) for e in entries] == [("old", 0), ("new", 0), ("new", 1)]

@@ -58,7 +58,8 @@ _CLIENT_CONFIG_FIELDS = ("description", "agent_model", "username", "password", "
 
 
 def _agent_json(row: AgentRow, learners: Learners) -> dict[str, Any]:
-    runtime = learners.peek(row.id)
+    # progress: steps_learned, learn_errors and learner (the replica that learns the agent, or null)
+    progress = learners.progress(row.id)
     return {
         "name": row.name,
         "model": row.model,
@@ -66,8 +67,7 @@ def _agent_json(row: AgentRow, learners: Learners) -> dict[str, Any]:
         "config": row.config,
         "is_active": row.is_active,
         "steps_received": row.steps_received,
-        "steps_learned": runtime.cursor if runtime is not None else 0,
-        "learn_errors": runtime.learn_errors if runtime is not None else 0,
+        **progress,
         "created_at": row.created_at,
     }
 

@@ -147,7 +147,9 @@ def _build(state: ServerState, rates: Rates, user: str, selected: str | None) ->
     rows = state.store.list_agents(user)
     now = time.time()
     runtimes = {row.id: state.learners.peek(row.id) for row in rows}
-    learned = {row.id: _learned(runtimes[row.id]) for row in rows}
+    # progress(): with replicas on PostgreSQL, the learner's own count, wherever it runs.
+    progress = {row.id: state.learners.progress(row.id) for row in rows}
+    learned = {row.id: progress[row.id]["steps_learned"] for row in rows}
     measured = rates.update(user, {row.id: (row.steps_received, learned[row.id]) for row in rows}, time.monotonic())
     agents = []
     for row in rows:
@@ -160,7 +162,7 @@ def _build(state: ServerState, rates: Rates, user: str, selected: str | None) ->
             "steps_learned": learned[row.id],
             "ingest_rate": ingest,
             "learn_rate": learn,
-            **_learner(runtimes[row.id], row),
+            **_learner(runtimes[row.id], row, progress[row.id]["learner"], state.learners.replica_id),
         })
     detail = None
     if selected is not None or rows:
@@ -171,12 +173,10 @@ def _build(state: ServerState, rates: Rates, user: str, selected: str | None) ->
     return {"user": user, "server_time": now, "agents": agents, "agent": detail}
 
 
-def _learned(runtime: AgentRuntime | None) -> int:
-    return runtime.cursor if runtime is not None else 0
-
-
-def _learner(runtime: AgentRuntime | None, row: AgentRow) -> dict[str, Any]:
+def _learner(runtime: AgentRuntime | None, row: AgentRow, replica: str | None, me: str) -> dict[str, Any]:
     """What the agent's learner is doing: ``learner`` (a word) and its error count."""
+    if replica is not None and replica != me:  # replicas on PostgreSQL: another one learns it
+        return {"learner": f"on {replica}", "learn_errors": 0}
     if runtime is None:
         # Not built yet (the server loads agents one by one after a start) or it failed to build.
         return {"learner": "not loaded", "learn_errors": 0}

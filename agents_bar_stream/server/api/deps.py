@@ -53,7 +53,14 @@ CurrentUser = Annotated[str, Depends(current_user)]
 
 async def current_agent(name: str, user: CurrentUser, state: State) -> AgentRow:
     """The agent ``name`` of the current user; a 404 when there is none (even if another user has one)."""
-    row = state.store.get_agent(user, name) if is_valid_agent_name(name) else None
+    if not is_valid_agent_name(name):
+        row = None
+    elif state.store.shared:
+        # A round trip to PostgreSQL (maybe on another host, maybe waiting for a pooled
+        # connection) must not hold the event loop; a local SQLite read is cheaper than the hop.
+        row = await run_in_threadpool(state.store.get_agent, user, name)
+    else:
+        row = state.store.get_agent(user, name)
     if row is None:
         raise HTTPProblem(404, f"agent {name!r} not found")
     return row
