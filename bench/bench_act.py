@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -44,8 +44,6 @@ def main() -> int:
     blocks = args.blocks or (3 if args.quick else 20)
     k = args.block_size
     logging.getLogger("agents_bar_stream").setLevel(logging.CRITICAL)
-    import orjson
-    import requests
 
     from agents_bar_stream import RemoteAgent, StreamOptions
 
@@ -74,19 +72,7 @@ def main() -> int:
             if not served:
                 notes.append("The server has no policy route (404): the local model was exported in this "
                              "process from an agent of the same config (same network, same cost).")
-            session = requests.Session()
-            token = session.post(server.api_url + "/login/access-token",
-                                 data={"username": c.USER[0], "password": c.USER[1]}).json()["access_token"]
-            act_url = f"{server.api_url}/agents/{name}/act"
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            params = {"noise": 0.0}
-            bodies = [orjson.dumps(t[0]) for t in pool]
-
-            def bare(i: int) -> None:
-                r = session.post(act_url, data=bodies[i & 1023], params=params, headers=headers)
-                if r.status_code != 200:
-                    raise RuntimeError(f"bare post: {r.status_code} {r.text}")
-                r.content  # noqa: B018 - read the body, as any caller must
+            bare = _bare_post(server, name, pool, check=True)
 
             python = c.compat_python()
             if python is None:
@@ -186,11 +172,32 @@ def main() -> int:
     return 0
 
 
-def _learning_server(work: Path, pool: List[tuple], blocks: int, k: int, notes: List[str]) -> Dict[str, List[int]]:
-    """Latencies (ns) of remote act(), the bare post and local act() on a server that learns meanwhile."""
+def _bare_post(server, name: str, pool: List[tuple], *, check: bool) -> Callable[[int], None]:
+    """``bare(i)``: POST /act of ``pool[i]``'s observation, pre-encoded, on one kept-alive Session,
+    its body read. With ``check``, an answer other than 200 raises (a learning server may answer 503
+    busy, which is part of what is measured there)."""
     import orjson
     import requests
 
+    session = requests.Session()
+    token = session.post(server.api_url + "/login/access-token",
+                         data={"username": c.USER[0], "password": c.USER[1]}).json()["access_token"]
+    act_url = f"{server.api_url}/agents/{name}/act"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    params = {"noise": 0.0}
+    bodies = [orjson.dumps(t[0]) for t in pool]
+
+    def bare(i: int) -> None:
+        r = session.post(act_url, data=bodies[i & 1023], params=params, headers=headers)
+        if check and r.status_code != 200:
+            raise RuntimeError(f"bare post: {r.status_code} {r.text}")
+        r.content  # noqa: B018 - read the body, as any caller must
+
+    return bare
+
+
+def _learning_server(work: Path, pool: List[tuple], blocks: int, k: int, notes: List[str]) -> Dict[str, List[int]]:
+    """Latencies (ns) of remote act(), the bare post and local act() on a server that learns meanwhile."""
     from agents_bar_stream import RemoteAgent, StreamOptions
     from agents_bar_stream.server.process import LocalServer
 
@@ -216,21 +223,14 @@ def _learning_server(work: Path, pool: List[tuple], blocks: int, k: int, notes: 
 
         feeder_thread = threading.Thread(target=feed, name="bench-feeder", daemon=True)
         feeder_thread.start()
-        session = requests.Session()
-        token = session.post(server.api_url + "/login/access-token",
-                             data={"username": c.USER[0], "password": c.USER[1]}).json()["access_token"]
-        act_url = f"{server.api_url}/agents/{name}/act"
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        bodies = [orjson.dumps(t[0]) for t in pool]
+        bare = _bare_post(server, name, pool, check=False)
         local.refresh_policy(timeout=30)
         time.sleep(2.0)  # the learner past its warm-up and busy
         clock = time.perf_counter_ns
         for b in range(blocks):
             print(f"  learning block {b + 1}/{blocks}", file=sys.stderr, flush=True)
             for key, call in (("ours: RemoteAgent.act", lambda i: agent.act(pool[i & 1023][0])),
-                              ("bare requests.Session.post",
-                               lambda i: session.post(act_url, data=bodies[i & 1023], params={"noise": 0.0},
-                                                      headers=headers).content),
+                              ("bare requests.Session.post", bare),
                               ("ours: RemoteAgent.act, policy='local'", lambda i: local.act(pool[i & 1023][0]))):
                 out = lat[key]
                 for i in range(k):

@@ -189,6 +189,25 @@ def is_packed(data: bytes) -> bool:
     return data[:4] in (LOG_MAGIC, LOG_MAGIC_ZSTD)
 
 
+class _DataSection:
+    """The data section of a packed row or a binary page being built: each array's bytes once (an
+    array object met again, as unpack_steps shares a frame between steps, is referenced, not copied)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Any] = []
+        self.size = 0
+        self._offsets: dict[int, int] = {}  # id(array) -> offset of its bytes
+
+    def reference(self, value: Any) -> dict[str, Any]:
+        """The array reference of ``value`` (a numpy array), its bytes added when new."""
+        offset = self._offsets.get(id(value))
+        if offset is None:
+            offset = self._offsets[id(value)] = self.size
+            self.chunks.append(np.ascontiguousarray(value).data)
+            self.size += value.nbytes
+        return {"dtype": value.dtype.str, "shape": list(value.shape), "offset": offset, "nbytes": value.nbytes}
+
+
 def pack_steps(steps: Sequence[Mapping[str, Any]], fields: Sequence[str], *, compress: bool = False) -> bytes:
     """``LOG_MAGIC``, u32 H, H bytes of JSON (the list of steps, ``fields`` only, arrays as references),
     then the arrays' bytes. An array object shared by several steps is stored once.
@@ -199,27 +218,17 @@ def pack_steps(steps: Sequence[Mapping[str, Any]], fields: Sequence[str], *, com
     an 8 MB row took ~330 ms to commit, while zstd's fastest level runs at over 1 GB/s on frames
     (and passes incompressible noise through about as fast).
     """
-    chunks: list[Any] = []
-    offsets: dict[int, int] = {}  # id(array) -> offset of its bytes
-    size = 0
+    data = _DataSection()
     header = []
     for step in steps:
         out = {}
         for key in fields:
             value = step[key]
-            if isinstance(value, np.ndarray):
-                offset = offsets.get(id(value))
-                if offset is None:
-                    offset = offsets[id(value)] = size
-                    chunks.append(np.ascontiguousarray(value).data)
-                    size += value.nbytes
-                value = {"dtype": value.dtype.str, "shape": list(value.shape), "offset": offset,
-                         "nbytes": value.nbytes}
-            out[key] = value
+            out[key] = data.reference(value) if isinstance(value, np.ndarray) else value
         header.append(out)
     head = orjson.dumps(header)
-    packed = b"".join([LOG_MAGIC, _U32.pack(len(head)), head, *chunks])
-    if compress and size >= 4096:
+    packed = b"".join([LOG_MAGIC, _U32.pack(len(head)), head, *data.chunks])
+    if compress and data.size >= 4096:
         import zstandard
 
         small = zstandard.ZstdCompressor(level=1).compress(packed)
@@ -232,25 +241,17 @@ def binary_page(entries: Sequence[Mapping[str, Any]], nxt: int | None) -> bytes:
     """A page of the log in the binary encoding: ``WIRE_MAGIC``, u32 H, the JSON ``{"steps": entries,
     "next"}`` with each array of an entry's ``step`` as a reference, then the arrays' bytes (an array
     object shared by several steps, as unpack_steps makes them, is written once)."""
-    chunks: list[Any] = []
-    offsets: dict[int, int] = {}
-    size = 0
+    data = _DataSection()
     out = []
     for entry in entries:
         step = dict(entry["step"])
         for key in ARRAY_FIELDS:
             value = step.get(key)
             if isinstance(value, np.ndarray):
-                offset = offsets.get(id(value))
-                if offset is None:
-                    offset = offsets[id(value)] = size
-                    chunks.append(np.ascontiguousarray(value).data)
-                    size += value.nbytes
-                step[key] = {"dtype": value.dtype.str, "shape": list(value.shape), "offset": offset,
-                             "nbytes": value.nbytes}
+                step[key] = data.reference(value)
         out.append({**entry, "step": step})
     head = orjson.dumps({"steps": out, "next": nxt})
-    return b"".join([WIRE_MAGIC, _U32.pack(len(head)), head, *chunks])
+    return b"".join([WIRE_MAGIC, _U32.pack(len(head)), head, *data.chunks])
 
 
 def unpack_steps(data: bytes) -> list[dict[str, Any]]:

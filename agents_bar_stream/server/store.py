@@ -54,6 +54,7 @@ __all__ = [
     "TooManyAgents",
     "decode_steps",
     "encode_steps",
+    "log_entries",
     "parse_store_url",
     "step_policy_version",
 ]
@@ -216,6 +217,23 @@ def decode_steps(
         steps = orjson.loads(data)
     versions = orjson.loads(versions_data) if versions_data is not None else [None] * count
     return steps, versions
+
+
+def log_entries(rows: Sequence[Sequence[Any]], start: int, end: int, *, arrays: bool = False) -> list[LogEntry]:
+    """The log entries at positions ``start`` to ``end`` (excluded) of ``batches`` rows
+    ``(log_start, producer_id, first_seq, count, data, policy_versions)`` read in log order
+    (the first row may begin before ``start``): what both stores' ``read_entries`` return."""
+    out: list[LogEntry] = []
+    for log_start, producer_id, first_seq, count, data, versions_data in rows:
+        lo = max(start - log_start, 0)
+        hi = min(end - log_start, count)
+        if lo >= hi:
+            continue
+        steps, versions = decode_steps(data, versions_data, count, arrays=arrays)
+        for i in range(lo, hi):
+            seq = None if first_seq is None else first_seq + i
+            out.append(LogEntry(producer_id, seq, steps[i], versions[i]))
+    return out
 
 
 _AGENT_COLUMNS = "id, owner, name, model, description, config, is_active, steps_received, created_at"
@@ -607,14 +625,4 @@ class SqliteStore:
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        out: list[LogEntry] = []
-        for log_start, producer_id, first_seq, count, data, versions_data in rows:
-            lo = max(start - log_start, 0)
-            hi = min(end - log_start, count)
-            if lo >= hi:
-                continue
-            steps, versions = decode_steps(data, versions_data, count, arrays=arrays)
-            for i in range(lo, hi):
-                seq = None if first_seq is None else first_seq + i
-                out.append(LogEntry(producer_id, seq, steps[i], versions[i]))
-        return out
+        return log_entries(rows, start, end, arrays=arrays)

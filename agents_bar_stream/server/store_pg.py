@@ -53,8 +53,8 @@ from agents_bar_stream.server.store import (
     SequenceGap,
     StoreUnavailable,
     TooManyAgents,
-    decode_steps,
     encode_steps,
+    log_entries,
 )
 
 __all__ = ["MIGRATIONS", "WEIGHTS_CHANNEL", "Checkpoint", "PostgresStore", "ReplicaSession", "is_postgres_url"]
@@ -358,17 +358,7 @@ class PostgresStore:
                 "ORDER BY log_start",
                 {"a": agent_id, "s": start, "e": end},
             ).fetchall()
-        out: list[LogEntry] = []
-        for log_start, producer_id, first_seq, count, data, versions_data in rows:
-            lo = max(start - log_start, 0)
-            hi = min(end - log_start, count)
-            if lo >= hi:
-                continue
-            steps, versions = decode_steps(data, versions_data, count, arrays=arrays)
-            for i in range(lo, hi):
-                seq = None if first_seq is None else first_seq + i
-                out.append(LogEntry(producer_id, seq, steps[i], versions[i]))
-        return out
+        return log_entries(rows, start, end, arrays=arrays)
 
     # -- what a replica would otherwise keep on its disk -------------------------------------
 
