@@ -949,6 +949,47 @@ class RemoteAgent:
                 raise InvalidStepError(str(exc)) from None
             return stream.put(obs, action, reward, next_obs, done, self._step_version)
 
+    def step_many(self, obs: Any, actions: Any, rewards: Any, next_obs: Any, dones: Any, *,
+                  where: Any = None) -> int:
+        """Queue one transition per environment of a vector environment's step; returns how many were queued.
+
+        Each argument has a leading batch axis, as gymnasium's vector API gives them: ``obs`` and
+        ``next_obs`` of shape ``[N, ...]`` (numpy arrays or lists of observations), ``actions``,
+        ``rewards`` and ``dones`` of length N (``dones = terminated | truncated``). Row i is the
+        transition of environment i; rows are queued in order, as N calls of :meth:`step` would,
+        but all or none: every row is checked first, and a bad one raises :class:`InvalidStepError`
+        that names the row (its ``row`` attribute) while nothing of the call is queued.
+
+        ``where`` (a boolean per row) leaves out the rows where it is False. gymnasium's vector
+        environments reset a finished environment on the step *after* its ``done``, and that step's
+        row is no transition (its obs is the final one, its next_obs the first of a new episode):
+        pass ``where=~autoreset``, with ``autoreset`` the previous call's ``dones``.
+        """
+        n = _batch_length("obs", obs)
+        for name, value in (("actions", actions), ("rewards", rewards), ("next_obs", next_obs), ("dones", dones)):
+            if _batch_length(name, value) != n:
+                raise InvalidStepError(f"step_many: obs has {n} rows but {name} has {_batch_length(name, value)}")
+        keep = range(n) if where is None else _rows_where(where, n)
+        obs_rows, next_rows = _rows(obs), _rows(next_obs)
+        # Python numbers from a numpy array in one call: the encoder's plain fast paths then apply.
+        acts, rews, dns = _values(actions), _values(rewards), _values(dones)
+        rows = [(obs_rows[i], acts[i], rews[i], next_rows[i], dns[i]) for i in keep]
+        if not rows:
+            return 0
+        stream = self._stream_obj
+        if stream is None or stream.forked or self._session.closed:
+            self._check_open()
+            stream = self._stream()
+        try:
+            stream.put_many(rows, self._step_version)
+        except UnconfirmedShapeError as exc:
+            if not self._confirm_sizes(stream, exc):
+                err = InvalidStepError(str(exc))
+                err.row = exc.row
+                raise err from None
+            stream.put_many(rows, self._step_version)
+        return len(rows)
+
     def _confirm_sizes(self, stream: Stream, exc: Exception) -> bool:
         """Read the agent's sizes from the server, bounded by act_timeout; False when it cannot be done."""
         try:
@@ -1029,6 +1070,40 @@ class RemoteAgent:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _batch_length(name: str, value: Any) -> int:
+    """The number of rows of a step_many() argument: its leading axis."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and type(value).__module__ == "numpy":
+        if not shape:
+            raise InvalidStepError(f"step_many: {name} must have a leading batch axis, got a single value")
+        return int(shape[0])
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
+        raise InvalidStepError(f"step_many: {name} must be a sequence or array with one entry per environment, "
+                               f"got {type(value).__name__}")
+    return len(value)
+
+
+def _rows(value: Any) -> Any:
+    """Indexable rows; a numpy array keeps its rows as arrays (their shape and dtype are checked)."""
+    return value if type(value).__module__ == "numpy" else list(value)
+
+
+def _values(value: Any) -> list:
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None and type(value).__module__ == "numpy":
+        return tolist()
+    return list(value)
+
+
+def _rows_where(where: Any, n: int) -> list[int]:
+    if _batch_length("where", where) != n:
+        raise InvalidStepError(f"step_many: where has {_batch_length('where', where)} entries, not one per row ({n})")
+    flags = _values(where)
+    if any(type(f) is not bool for f in flags):
+        raise InvalidStepError("step_many: where must hold booleans (a numpy bool array, or True/False)")
+    return [i for i, f in enumerate(flags) if f]
 
 
 def wait_until_agent_exists(agent: RemoteAgent, max_seconds: float = 20, verbose: bool = False) -> bool:

@@ -77,6 +77,9 @@ class WrongServiceError(ConfigurationError):
 class InvalidStepError(AgentsBarError, ValueError):
     """A transition that can never be accepted (type, length, non-finite number); nothing was queued."""
 
+    #: From ``step_many()``: the position of the refused row among the rows it was to queue.
+    row: int | None = None
+
 
 class AuthenticationError(AgentsBarError):
     """The server refused the credentials or the access token."""

@@ -323,6 +323,7 @@ class Flusher(threading.Thread):
         max_steps = min(self.max_steps, self._cap or self.max_steps)
         batch = self.queue.read_batch(1 if self.legacy else max_steps, self.max_bytes - 256)
         if batch is None:
+            self.queue.give_back_space()  # idle: the disk a drained backlog took goes back now
             self._wake.wait(0.5)
             self._wake.clear()
             return

@@ -305,6 +305,14 @@ class StepEncoder:
             self.action_size = action_size
         self.confirmed = obs_size is not None and discrete is not None
 
+    def snapshot(self) -> tuple:
+        """What the encoder has learnt, for :meth:`restore`: a batch refused in its middle teaches nothing."""
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def restore(self, state: tuple) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):
+            setattr(self, name, value)
+
     def _shape_error(self, message: str) -> InvalidStepError:
         if self.confirmed:
             return InvalidStepError(message)

@@ -104,6 +104,15 @@ _SETTINGS = {
     "sqlite_secure_delete": 0,
     "sqlite_journal_size_limit": 2**20,
 }
+# The database file is given back once the queue is empty (issue 15). diskcache builds it with
+# auto_vacuum=FULL, so every delete of delivered segments already cuts the database short, but in the
+# write-ahead log only: the file itself shrinks at the next checkpoint, and the log's automatic one
+# runs only after 256 more pages, which the last deletes of a drain never reach: about half of an
+# outage's backlog stayed on disk after it was delivered. A file under 1 MiB is left as it is, and a
+# checkpoint (an fsync) runs at most once a second, so a queue that empties after every batch of a
+# busy stream pays nothing for this.
+_SHRINK_ABOVE = 2**20
+_SHRINK_EVERY = 1.0
 
 
 
@@ -213,6 +222,8 @@ class DiskQueue:
         # Re-entrant: a segment that fails its check while one of those changes runs is set aside
         # under it too. Always taken before ``lock``, never after.
         self._meta_lock = threading.RLock()
+        self._shrink_due = False  # see give_back_space
+        self._last_shrink = -_SHRINK_EVERY
         try:
             try:
                 self._cache = self._open_cache()
@@ -226,6 +237,7 @@ class DiskQueue:
                 self._recover(str(exc), service_url, agent_name)
             if self._owner:
                 self._make_reserve()
+                self._shrink_due = True  # an empty queue left large by a process that did not get to it
         except BaseException:
             self._release_lock()
             raise
@@ -883,10 +895,49 @@ class DiskQueue:
             if doomed or undeleted:
                 self._disk_full = None  # pages freed inside the database: the next write may fit
                 self._space_freed.set()
+            if doomed:
+                self._shrink_due = True  # see give_back_space: pages were freed in the log
             if (consumed_now and self._owner and not (self.directory / _RESERVE).exists()
                     and not self.committed_pending()):
                 self._make_reserve()  # drained after a full disk: hold the reserve back again
         return consumed_now, freed
+
+    def give_back_space(self) -> bool:
+        """Shrink the database file to what the queue holds, once it is empty; True if it shrank.
+
+        The flusher calls this when it finds nothing to deliver, in its own thread and outside the
+        queue's locks: a passive checkpoint waits for no reader or writer, so neither step() nor the
+        group commit pauses for it (when one of them holds the log, the checkpoint stops short and a
+        later idle turn tries again).
+        """
+        if not self._shrink_due or not self._owner or self.committed_pending():
+            return False
+        now = time.monotonic()
+        if now - self._last_shrink < _SHRINK_EVERY:
+            return False  # still due: the flusher's next idle turn comes back
+        self._shrink_due = False
+        db = self.directory / "data" / "cache.db"
+        try:
+            before = db.stat().st_size
+            if before <= _SHRINK_ABOVE:
+                return False
+            self._last_shrink = now
+            # A connection of its own, for this only: diskcache's connections are per thread and its own.
+            con = sqlite3.connect(db, timeout=0, isolation_level=None)
+            try:
+                busy = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0]
+            finally:
+                con.close()
+            after = db.stat().st_size
+        except (OSError, sqlite3.Error) as exc:
+            logger.debug("could not shrink %s: %s", db, exc)
+            self._shrink_due = True
+            return False
+        if after >= before:
+            self._shrink_due = bool(busy)  # a reader or writer was in the way; else the pages are in use
+            return False
+        logger.info("queue %s is empty: gave %.1f MiB of disk back", self.directory, (before - after) / 2**20)
+        return True
 
     def dead_letter(self, local: int, item: bytes, status: int, detail: str,
                     then: Callable[[], None] | None = None) -> None:

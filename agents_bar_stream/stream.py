@@ -22,6 +22,7 @@ from agents_bar_stream import config as cfg
 from agents_bar_stream.exceptions import (
     AuthenticationError,
     ClosedError,
+    InvalidStepError,
     QueueFullError,
     QueueLockedError,
     StorageError,
@@ -206,12 +207,8 @@ class Stream:
     def put(self, obs: Any, action: Any, reward: Any, next_obs: Any, done: Any,
             policy_version: str | None = None) -> bool:
         with self._lock:
-            if self._closed:
-                raise ClosedError(f"the stream of {self.agent_name!r} is closed")
-            if self._storage_error is not None:
-                err = StorageError(f"the queue cannot be written ({self._storage_error}); this step was not queued")
-                err.errno = self._storage_error.errno  # the same errno as durability="step" gives
-                raise err
+            if self._closed or self._storage_error is not None:
+                self._check_writable()
             data = self._encoder.encode(obs, action, reward, next_obs, done, policy_version)
             size = len(data) + 1
             if self._bytes + size > self.max_pending_bytes:
@@ -233,6 +230,93 @@ class Stream:
         if not self._started:
             self.start()
         return True
+
+    def put_many(self, rows: list[tuple], policy_version: str | None = None) -> int:
+        """Queue ``rows`` (tuples of obs, action, reward, next_obs, done) in order, all or none; returns how many.
+
+        Every row is checked before the first is queued: a bad one raises :class:`InvalidStepError`
+        naming its position in ``rows``, and the encoder forgets what the rows before it taught.
+        """
+        with self._lock:
+            self._check_writable()
+            encoder = self._encoder
+            learnt = encoder.snapshot()
+            items = []
+            try:
+                for obs, action, reward, next_obs, done in rows:
+                    items.append(encoder.encode(obs, action, reward, next_obs, done, policy_version))
+            except InvalidStepError as exc:
+                encoder.restore(learnt)
+                row = len(items)  # the rows before it were encoded
+                err = type(exc)(f"row {row}: {exc}; none of the {len(rows)} rows was queued")
+                err.row = row
+                raise err from None
+            size = sum(map(len, items)) + len(items)
+            if size > self.max_pending_bytes:
+                encoder.restore(learnt)
+                raise QueueFullError(f"the {len(items)} rows take {size} bytes, more than the queue of "
+                                     f"{self.agent_name!r} may hold (max_pending_bytes {self.max_pending_bytes}); "
+                                     "none was queued")
+            if self._bytes + size > self.max_pending_bytes:
+                try:
+                    self._make_room(size)
+                except BaseException:
+                    encoder.restore(learnt)
+                    raise
+            if self.durability == "step":
+                self._write_now(items)
+            else:
+                if not self._buffer:
+                    self._buffer_time = time.time()
+                self._buffer.extend(items)
+                self._count(items)
+                large = sum(len(item) + 1 for item in items if len(item) + 1 > _LARGE_STEP)
+                if large:
+                    self._buffer_bytes += large
+                    if self._buffer_bytes > _BUFFER_BYTES:
+                        self._wait_for_committer()
+        if not self._started:
+            self.start()
+        return len(rows)
+
+    def _write_now(self, items: list[bytes]) -> None:
+        """durability="step": write ``items`` to disk before returning, as segments of the group commit's size.
+
+        Called with the lock held. A disk error after the first segment leaves the rows before it
+        queued; the error says how many.
+        """
+        done = 0
+        t = time.time()
+        try:
+            while done < len(items):
+                chunk = items[done:done + _SEGMENT_STEPS]
+                if len(chunk) > 1 and (len(chunk[0]) > 4096 or sum(map(len, chunk)) > _SEGMENT_BYTES):
+                    chunk = _head_within(chunk, _SEGMENT_BYTES)
+                self.queue.write_segment(self._next_local, chunk, t)
+                self._count(chunk)
+                done += len(chunk)
+        except StorageError as exc:
+            if done:
+                exc.args = (f"{exc}; the first {done} of {len(items)} rows were queued, the rest not",)
+            raise
+        finally:
+            if done:
+                self._flusher.wake_up()
+
+    def _count(self, items: list[bytes]) -> None:
+        """Called with the lock held: ``items`` are queued."""
+        self._next_local += len(items)
+        self._bytes += sum(map(len, items)) + len(items)
+        self.enqueued += len(items)
+
+    def _check_writable(self) -> None:
+        """Called with the lock held: ClosedError or StorageError when no step can be queued now."""
+        if self._closed:
+            raise ClosedError(f"the stream of {self.agent_name!r} is closed")
+        if self._storage_error is not None:
+            err = StorageError(f"the queue cannot be written ({self._storage_error}); this step was not queued")
+            err.errno = self._storage_error.errno  # the same errno as durability="step" gives
+            raise err
 
     def _wait_for_committer(self) -> None:
         """Called with the lock held (this step is queued): wait until the committer took the buffer.

@@ -275,3 +275,32 @@ def test_a_full_disk_recovers_once_delivery_frees_space(down_server, user, agent
     assert agent.flush(timeout=60), agent.stats
     log = api_for(down_server, user).log(agent_name)
     assert indices(log) == list(range(accepted))
+
+
+def _database_bytes(queue_dir) -> int:
+    """Bytes of the queue's SQLite database file (its log and index are bounded on their own)."""
+    return (queue_dir / "data" / "cache.db").stat().st_size
+
+
+@pytest.mark.timeout(180)
+def test_the_disk_an_outage_took_is_given_back_once_it_drains(down_server, agent_name, make_agent, tmp_path):
+    # Issue 15: SQLite frees the pages of delivered segments, but its file keeps its size until the
+    # log is checkpointed past the last delete; before the fix about half of an outage's backlog
+    # stayed on disk for good after it was delivered.
+    queue = tmp_path / "queue"
+    agent = make_agent(down_server, agent_name, create=False, queue_dir=queue)
+    n = 80_000
+    for i in range(n):
+        agent.step(obs_of(i), i % 2, 0.0, obs_of(i + 1), False)
+    # The group commit writes within commit_interval; the backlog is then several MB on disk.
+    wait_for(lambda: _database_bytes(queue) > 5 * 2**20, timeout=30, message="the backlog to reach the disk")
+    during = _database_bytes(queue)
+    down_server.start(timeout=60)
+    assert agent.flush(timeout=90), agent.stats
+    # Given back in the flusher's next idle turn; the file keeps SQLite's few pages.
+    wait_for(lambda: _database_bytes(queue) < 2**20, timeout=15,
+             message=f"the database to shrink below 1 MiB ({during} bytes during the outage)")
+    # The queue still works after the file shrank under it.
+    for i in range(100):
+        agent.step(obs_of(n + i), i % 2, 0.0, obs_of(n + i + 1), False)
+    assert agent.flush(timeout=30), agent.stats
