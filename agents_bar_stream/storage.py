@@ -110,7 +110,9 @@ _SETTINGS = {
 # runs only after 256 more pages, which the last deletes of a drain never reach: about half of an
 # outage's backlog stayed on disk after it was delivered. A file under 1 MiB is left as it is, and a
 # checkpoint (an fsync) runs at most once a second, so a queue that empties after every batch of a
-# busy stream pays nothing for this.
+# busy stream pays nothing for this. (auto_vacuum=INCREMENTAL, whose deletes only list the freed
+# pages, was tried: a drain of 300k steps was no faster, 3.1 s against 3.3 s, and the file kept its
+# whole size until the queue was empty, where FULL shrinks it as the backlog drains.)
 _SHRINK_ABOVE = 2**20
 _SHRINK_EVERY = 1.0
 
