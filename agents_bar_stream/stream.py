@@ -49,6 +49,8 @@ _BUFFER_BYTES = 32 * 2**20
 # that their step() pays one comparison for it: 32 MiB of them is 160k steps, far more than the
 # committer leaves in memory between two commits.
 _LARGE_STEP = 2048
+# Most bytes of one segment while the group commit recovers from a full disk (see _commit_once).
+_RECOVERY_SEGMENT_BYTES = 64 * 2**10
 
 
 def _counters(enqueued: int, dropped: int, delivery: DeliveryStats) -> dict[str, Any]:
@@ -400,26 +402,30 @@ class Stream:
             if self._buffer_bytes > _BUFFER_BYTES:
                 self._cond.notify_all()  # a step() waits in _wait_for_committer
             self._buffer_bytes = 0
+            # After a full disk, one small segment per call: the space that delivery's deletes free
+            # is shared with delivery's own bookkeeping (the sent mark before each request, the next
+            # deletes). A whole 4 MiB segment written into it filled the disk again before delivery
+            # could record anything, and the queue stayed stuck for good.
+            recovering = self._storage_error is not None and not self._closed
         done = 0
         try:
             while done < len(items):
                 chunk = items[done:done + _SEGMENT_STEPS]
-                if len(chunk[0]) > 4096 or sum(map(len, chunk)) > _SEGMENT_BYTES:
-                    chunk = _head_within(chunk, _SEGMENT_BYTES)
+                limit = _RECOVERY_SEGMENT_BYTES if recovering else _SEGMENT_BYTES
+                if len(chunk[0]) > 4096 or sum(map(len, chunk)) > limit:
+                    chunk = _head_within(chunk, limit)
                 segment = self.queue.store_segment(first + done, chunk, t)
                 done += len(chunk)
                 # `pending` reads under both locks; this moves the steps from memory to disk under the
                 # queue's, so it never sees them twice, and step() (under _cond) never waits on it.
                 self.queue.publish_segment(segment, then=partial(self._set_committing, len(items) - done))
                 self._flusher.wake_up()
+                if recovering and done < len(items):
+                    self._keep_in_memory(items, done, first)  # the rest after the next delete
+                    return False
         except StorageError as exc:
+            self._keep_in_memory(items, done, first)
             with self._cond:
-                # Keep the unwritten steps in memory, in front of the newer ones, and refuse new
-                # steps until a commit succeeds: nothing accepted is given up because the disk is full.
-                self._buffer = items[done:] + self._buffer
-                self._buffer_bytes = sum(len(item) + 1 for item in self._buffer if len(item) + 1 > _LARGE_STEP)
-                self._buffer_first = first + done
-                self._committing = 0
                 if self._storage_error is None:
                     logger.error("cannot commit %d steps to %s: %s; step() refuses new steps until the disk recovers",
                                  len(items) - done, self.queue.directory, exc)
@@ -428,6 +434,18 @@ class Stream:
         with self._cond:
             self._storage_error = None
         return True
+
+    def _keep_in_memory(self, items: list[bytes], done: int, first: int) -> None:
+        """The steps of ``items`` after the first ``done`` were not written: back in front of the newer ones.
+
+        step() refuses new steps until the commit catches up: nothing accepted is given up because
+        the disk is full.
+        """
+        with self._cond:
+            self._buffer = items[done:] + self._buffer
+            self._buffer_bytes = sum(len(item) + 1 for item in self._buffer if len(item) + 1 > _LARGE_STEP)
+            self._buffer_first = first + done
+            self._committing = 0
 
     def _set_committing(self, n: int) -> None:
         self._committing = n
