@@ -467,6 +467,11 @@ def _requeue(args: argparse.Namespace, path: Path, records: list[dict[str, Any]]
         agent.close(timeout=2.0)
     backup.unlink()
     again = int(stats.get("dead_lettered", 0))
+    if again and not delivered:
+        # Not all answered within --timeout (a busy server, a retry's backoff): the count is partial.
+        raise CommandError(f"requeued {len(records)} dead letters of agent {summary['agent']}; within "
+                           f"{args.timeout:g} s the server refused {again} again (dead letters again) and "
+                           f"{stats.get('pending', '?')} are still queued (run `queue replay`)")
     if again:
         raise CommandError(f"requeued {len(records)} dead letters of agent {summary['agent']}, but the server "
                            f"refused {again} again; they are dead letters again (fix the agent first)")

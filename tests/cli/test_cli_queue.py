@@ -127,7 +127,7 @@ def test_commands_on_something_that_is_not_a_queue(cli, tmp_path, one_line_error
     assert (tmp_path / "plain").is_dir() and not (tmp_path / "missing").exists()
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(240)
 def test_dead_letters_list_export_and_requeue(cli, creds, server, api, user, agent_name, tmp_path, one_line_error):
     api.create_agent(agent_name, "dqn", obs_size=4, action_size=2)
     queue_dir = tmp_path / "queue"
@@ -160,7 +160,9 @@ def test_dead_letters_list_export_and_requeue(cli, creds, server, api, user, age
     assert [r["step"]["obs"][0] for r in records] == [0.0, 1.0, 2.0]
 
     # Requeued to an agent that still refuses them: they are dead letters again, once each.
-    refused = cli("queue", "dead-letters", str(queue_dir), "--requeue", "--timeout", "20", env=creds)
+    # --timeout well above the few ms this takes: on a loaded machine a retry's backoff once made 20 s
+    # too short, and the command counted the refusals so far as if they were all.
+    refused = cli("queue", "dead-letters", str(queue_dir), "--requeue", "--timeout", "60", env=creds, timeout=90)
     one_line_error(refused, 1, "refused 3 again")
     again = cli("queue", "dead-letters", str(queue_dir), "--export", "-")
     assert [json.loads(line)["step"]["obs"][0] for line in again.out.splitlines()] == [0.0, 1.0, 2.0]
