@@ -285,15 +285,21 @@ def test_flusher_reports_a_server_that_is_not_agents_bar(foreign_http_server, us
         try:
             assert agent.step(OBS, 0, 1.0, OBS, False) is True
             deadline = time.monotonic() + 20
-            while agent.stats["last_error"] is None or "Agents Bar" not in agent.stats["last_error"]:
-                assert time.monotonic() < deadline, agent.stats
+
+            def reported() -> bool:
+                # The flusher sets the stats, then logs: wait for both, or a test thread that ran
+                # between the two (a loaded machine) would find no ERROR record yet.
+                errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+                return ("Agents Bar" in (agent.stats["last_error"] or "")
+                        and any("does not look like an Agents Bar service" in r.getMessage() for r in errors))
+
+            while not reported():
+                assert time.monotonic() < deadline, (agent.stats, caplog.text)
                 time.sleep(0.05)
             stats = agent.stats
             assert stats["online"] is False, stats
             assert "does not look like an Agents Bar service" in stats["last_error"]
             assert foreign_http_server in stats["last_error"]
-            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-            assert any("does not look like an Agents Bar service" in r.getMessage() for r in errors), caplog.text
             # The data is kept, never dropped, and still waits for a real service.
             assert agent.pending == 1 and stats["dead_lettered"] == 0 and stats["dropped"] == 0
             assert stats["online"] is False
