@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 
-SCRIPTS = ["bench_step", "bench_throughput", "bench_replay", "bench_act", "bench_growth", "bench_arrays"]
+SCRIPTS = ["bench_step", "bench_throughput", "bench_replay", "bench_act", "bench_growth", "bench_arrays", "bench_drain",
+           "bench_vector"]
 
 
 def main() -> int:
