@@ -958,7 +958,9 @@ class RemoteAgent:
         ``rewards`` and ``dones`` of length N (``dones = terminated | truncated``). Row i is the
         transition of environment i; rows are queued in order, as N calls of :meth:`step` would,
         but all or none: every row is checked first, and a bad one raises :class:`InvalidStepError`
-        that names the row (its ``row`` attribute) while nothing of the call is queued.
+        that names the row (its ``row`` attribute) while nothing of the call is queued; so does a
+        full queue (:class:`QueueFullError`) or disk (:class:`StorageError`). Numpy arrays keep their
+        rows' shape and dtype (held as in :meth:`step`); torch tensors and lists are taken as lists.
 
         ``where`` (a boolean per row) leaves out the rows where it is False. gymnasium's vector
         environments reset a finished environment on the step *after* its ``done``, and that step's
@@ -971,10 +973,11 @@ class RemoteAgent:
                 raise InvalidStepError(f"step_many: obs has {n} rows but {name} has {_batch_length(name, value)}")
         keep = range(n) if where is None else _rows_where(where, n)
         obs_rows, next_rows = _rows(obs), _rows(next_obs)
-        # Python numbers from a numpy array in one call: the encoder's plain fast paths then apply.
+        # Python numbers from an array in one call: the encoder's plain fast paths then apply.
         acts, rews, dns = _values(actions), _values(rewards), _values(dones)
         rows = [(obs_rows[i], acts[i], rews[i], next_rows[i], dns[i]) for i in keep]
         if not rows:
+            self._check_open()
             return 0
         stream = self._stream_obj
         if stream is None or stream.forked or self._session.closed:
@@ -1075,32 +1078,39 @@ class RemoteAgent:
 def _batch_length(name: str, value: Any) -> int:
     """The number of rows of a step_many() argument: its leading axis."""
     shape = getattr(value, "shape", None)
-    if shape is not None and type(value).__module__ == "numpy":
-        if not shape:
-            raise InvalidStepError(f"step_many: {name} must have a leading batch axis, got a single value")
-        return int(shape[0])
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
+    if isinstance(shape, tuple) and not shape:  # a 0-d numpy array or torch tensor
+        raise InvalidStepError(f"step_many: {name} must have a leading batch axis, got a single value")
+    if (isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__")
+            or not hasattr(value, "__getitem__")):
         raise InvalidStepError(f"step_many: {name} must be a sequence or array with one entry per environment, "
                                f"got {type(value).__name__}")
     return len(value)
 
 
+def _is_numpy(value: Any) -> bool:
+    return type(value).__module__ == "numpy"
+
+
 def _rows(value: Any) -> Any:
-    """Indexable rows; a numpy array keeps its rows as arrays (their shape and dtype are checked)."""
-    return value if type(value).__module__ == "numpy" else list(value)
+    """Indexable rows: a numpy array keeps its rows as arrays (their shape and dtype are held), another
+    array type (a torch tensor) becomes lists, a sequence a list."""
+    if _is_numpy(value):
+        return value
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else list(value)
 
 
 def _values(value: Any) -> list:
+    """Plain Python values of a 1-d argument (an array's numbers as ints, floats and bools)."""
     tolist = getattr(value, "tolist", None)
-    if tolist is not None and type(value).__module__ == "numpy":
-        return tolist()
-    return list(value)
+    return tolist() if callable(tolist) else list(value)
 
 
 def _rows_where(where: Any, n: int) -> list[int]:
     if _batch_length("where", where) != n:
         raise InvalidStepError(f"step_many: where has {_batch_length('where', where)} entries, not one per row ({n})")
-    flags = _values(where)
+    flags = [f.item() if _is_numpy(f) and getattr(getattr(f, "dtype", None), "kind", "") == "b" else f
+             for f in _values(where)]
     if any(type(f) is not bool for f in flags):
         raise InvalidStepError("step_many: where must hold booleans (a numpy bool array, or True/False)")
     return [i for i, f in enumerate(flags) if f]

@@ -637,27 +637,46 @@ class DiskQueue:
 
     def write_segment(self, first_local: int, items: list[bytes], t: float) -> int:
         """Commit ``items`` as one segment and offer it to the flusher; returns its size."""
-        segment = self.store_segment(first_local, items, t)
-        self.publish_segment(segment)
-        return segment.nbytes or 0
+        return self.write_segments([(first_local, items)], t)
+
+    def write_segments(self, chunks: list[tuple[int, list[bytes]]], t: float) -> int:
+        """Commit consecutive segments ``(first_local, items)`` in one transaction, then offer them to the
+        flusher: all of them or, on a disk error, none. Returns their size."""
+        segments = self._store(chunks, t)
+        for segment in segments:
+            self.publish_segment(segment)
+        return sum(segment.nbytes or 0 for segment in segments)
 
     def store_segment(self, first_local: int, items: list[bytes], t: float) -> Segment:
         """Commit ``items`` to disk as one segment, not yet visible to readers; called with steps in order only."""
+        return self._store([(first_local, items)], t)[0]
+
+    def _store(self, chunks: list[tuple[int, list[bytes]]], t: float) -> list[Segment]:
         full = self._disk_full
         if full is not None and not self._spare_space():
             # Still full, and nothing freed since: a write now would only take the bytes that the
             # released reserve holds for delivery's own bookkeeping (the sent mark, the deletes of
             # delivered segments), and with them the one way the queue has to make room again.
             raise full
-        blob = encode_segment(items, t)
+        blobs = [encode_segment(items, t) for _, items in chunks]
         try:
-            self._cache.set(first_local, blob)
+            if len(chunks) == 1:
+                self._cache.set(chunks[0][0], blobs[0])
+            else:
+                with self._cache.transact():
+                    for (first_local, _), blob in zip(chunks, blobs, strict=True):
+                        self._cache.set(first_local, blob)
         except (OSError, sqlite3.Error) as exc:
             self._release_reserve()  # for the flusher's bookkeeping, which frees the space; step() waits
             self._disk_full = _storage_error("write to", self.directory, exc)
             raise self._disk_full from None
         self._disk_full = None
-        return Segment(first_local, len(items), _counted_bytes(blob, items), t)
+        return [Segment(first_local, len(items), _counted_bytes(blob, items), t)
+                for (first_local, items), blob in zip(chunks, blobs, strict=True)]
+
+    def has_spare_space(self) -> bool:
+        """Whether the queue's filesystem has room well beyond its reserve (see :meth:`_spare_space`)."""
+        return self._spare_space()
 
     def publish_segment(self, segment: Segment, then: Callable[[], None] | None = None) -> None:
         """Make a segment written by :meth:`store_segment` readable by the flusher and counted as pending.
@@ -925,9 +944,10 @@ class DiskQueue:
                 return False
             self._last_shrink = now
             # A connection of its own, for this only: diskcache's connections are per thread and its own.
-            con = sqlite3.connect(db, timeout=0, isolation_level=None)
+            # mode=rw: never create the file (a queue directory retired meanwhile).
+            con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=0, isolation_level=None)
             try:
-                busy = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0]
+                _, log_frames, checkpointed = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             finally:
                 con.close()
             after = db.stat().st_size
@@ -936,7 +956,9 @@ class DiskQueue:
             self._shrink_due = True
             return False
         if after >= before:
-            self._shrink_due = bool(busy)  # a reader or writer was in the way; else the pages are in use
+            # A passive checkpoint reports no "busy": one that a reader's snapshot stopped short has
+            # copied fewer frames than the log holds, and the next idle turn tries again.
+            self._shrink_due = checkpointed != log_frames
             return False
         logger.info("queue %s is empty: gave %.1f MiB of disk back", self.directory, (before - after) / 2**20)
         return True

@@ -247,27 +247,32 @@ class Stream:
             try:
                 for obs, action, reward, next_obs, done in rows:
                     items.append(encoder.encode(obs, action, reward, next_obs, done, policy_version))
-            except InvalidStepError as exc:
+            except BaseException as exc:
                 encoder.restore(learnt)
+                if not isinstance(exc, InvalidStepError):
+                    raise
                 row = len(items)  # the rows before it were encoded
                 err = type(exc)(f"row {row}: {exc}; none of the {len(rows)} rows was queued")
                 err.row = row
                 raise err from None
-            size = sum(map(len, items)) + len(items)
-            if size > self.max_pending_bytes:
-                encoder.restore(learnt)
-                raise QueueFullError(f"the {len(items)} rows take {size} bytes, more than the queue of "
-                                     f"{self.agent_name!r} may hold (max_pending_bytes {self.max_pending_bytes}); "
-                                     "none was queued")
-            if self._bytes + size > self.max_pending_bytes:
-                try:
+            taught = encoder.snapshot()
+            try:
+                size = sum(map(len, items)) + len(items)
+                if size > self.max_pending_bytes:
+                    raise QueueFullError(f"the {len(items)} rows take {size} bytes, more than the queue of "
+                                         f"{self.agent_name!r} may hold (max_pending_bytes {self.max_pending_bytes}); "
+                                         "none was queued")
+                if self._bytes + size > self.max_pending_bytes:
                     self._make_room(size)
-                except BaseException:
+                if self.durability == "step":
+                    self._write_now(items)
+            except BaseException:
+                # Nothing of these rows was queued. _make_room waits with the lock released: what the
+                # encoder learnt meanwhile (the agent's own sizes, another thread's step) is kept.
+                if encoder.snapshot() == taught:
                     encoder.restore(learnt)
-                    raise
-            if self.durability == "step":
-                self._write_now(items)
-            else:
+                raise
+            if self.durability != "step":
                 if not self._buffer:
                     self._buffer_time = time.time()
                 self._buffer.extend(items)
@@ -282,28 +287,19 @@ class Stream:
         return len(rows)
 
     def _write_now(self, items: list[bytes]) -> None:
-        """durability="step": write ``items`` to disk before returning, as segments of the group commit's size.
-
-        Called with the lock held. A disk error after the first segment leaves the rows before it
-        queued; the error says how many.
-        """
+        """durability="step": commit ``items`` before returning, as segments of the group commit's size,
+        all in one transaction (a disk error leaves none of them queued). Called with the lock held."""
+        chunks = []
         done = 0
-        t = time.time()
-        try:
-            while done < len(items):
-                chunk = items[done:done + _SEGMENT_STEPS]
-                if len(chunk) > 1 and (len(chunk[0]) > 4096 or sum(map(len, chunk)) > _SEGMENT_BYTES):
-                    chunk = _head_within(chunk, _SEGMENT_BYTES)
-                self.queue.write_segment(self._next_local, chunk, t)
-                self._count(chunk)
-                done += len(chunk)
-        except StorageError as exc:
-            if done:
-                exc.args = (f"{exc}; the first {done} of {len(items)} rows were queued, the rest not",)
-            raise
-        finally:
-            if done:
-                self._flusher.wake_up()
+        while done < len(items):
+            chunk = items[done:done + _SEGMENT_STEPS]
+            if len(chunk) > 1 and (len(chunk[0]) > 4096 or sum(map(len, chunk)) > _SEGMENT_BYTES):
+                chunk = _head_within(chunk, _SEGMENT_BYTES)
+            chunks.append((self._next_local + done, chunk))
+            done += len(chunk)
+        self.queue.write_segments(chunks, time.time())
+        self._count(items)
+        self._flusher.wake_up()
 
     def _count(self, items: list[bytes]) -> None:
         """Called with the lock held: ``items`` are queued."""
@@ -411,6 +407,9 @@ class Stream:
         try:
             while done < len(items):
                 chunk = items[done:done + _SEGMENT_STEPS]
+                # Small segments only while the disk is still short of room (once it has plenty
+                # again, the backlog in memory goes at full speed, server or no server).
+                recovering = recovering and not self.queue.has_spare_space()
                 limit = _RECOVERY_SEGMENT_BYTES if recovering else _SEGMENT_BYTES
                 if len(chunk[0]) > 4096 or sum(map(len, chunk)) > limit:
                     chunk = _head_within(chunk, limit)

@@ -229,18 +229,57 @@ def test_a_full_disk_raises_storage_error_and_keeps_what_was_queued(tmp_path):
 
 
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A 4 MiB tmpfs (the fault injected: a filesystem that fills up), unmounted after the test."""
-    mount = tmp_path / "small"
+def _tmpfs(mount, size: str):
+    """Mount a tmpfs of ``size`` (the fault injected: a filesystem that fills up) at ``mount``."""
     mount.mkdir()
     made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, timeout=30
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True, timeout=30
     )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {made.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+    return mount
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 4 MiB tmpfs, unmounted after the test."""
+    yield _tmpfs(tmp_path / "small", "4m")
+    subprocess.run(["umount", "-l", str(tmp_path / "small")], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def filesystem_24m(tmp_path):
+    """A 24 MiB tmpfs, unmounted after the test."""
+    yield _tmpfs(tmp_path / "fs24", "24m")
+    subprocess.run(["umount", "-l", str(tmp_path / "fs24")], capture_output=True, timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_batch_mode_takes_steps_again_once_the_disk_has_room_with_the_server_away(dead_server, agent_name,
+                                                                                    make_agent, filesystem_24m):
+    # Someone else's file filled the disk, and is then deleted; the server stays away, so no
+    # delivery frees anything. The steps held in memory go to disk at full speed and step() takes
+    # new ones again. Before the fix the group commit, still careful after the full disk, wrote one
+    # 64 KiB segment every 10 s and step() refused new steps for minutes.
+    ballast = filesystem_24m / "ballast"
+    ballast.write_bytes(b"\0" * (12 * 2**20))
+    # Steps of ~4.5 KB, committed once a second at ~9 MB/s: the commit that finds the disk full
+    # keeps several MB in memory (many careful segments), always less than the 12 MiB given back.
+    agent = make_agent(dead_server, agent_name, create=False, queue_dir=filesystem_24m / "q", commit_interval=1.0)
+    pad = [0.5] * 255
+    accepted = 0
+    deadline = time.monotonic() + 60
+    with pytest.raises(StorageError):
+        while time.monotonic() < deadline:
+            agent.step([float(accepted), *pad], 0, 0.0, [float(accepted + 1), *pad], False)
+            accepted += 1
+            if accepted % 10 == 0:
+                time.sleep(0.005)
+    ballast.unlink()
+    wait_for(lambda: agent.stats["storage_error"] is None, timeout=40,
+             message="the group commit to write what it held once the disk had room")
+    agent.step([float(accepted), *pad], 0, 0.0, [float(accepted + 1), *pad], False)
+    assert agent.pending == accepted + 1
 
 
 @pytest.mark.timeout(180)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import gymnasium
 import numpy as np
 import pytest
@@ -89,6 +92,7 @@ def test_one_bad_row_queues_nothing_and_is_named(server, user, agent_name, make_
     with pytest.raises(InvalidStepError, match="where has 3 entries"):
         agent.step_many(obs, actions, rewards, next_obs, dones, where=[True] * 3)
     assert agent.stats["enqueued"] == N_ENVS  # not one row of the refused calls
+    assert agent.pending == 0  # the first batch was delivered; nothing of the refused ones waits
 
     # Plain lists work as well as arrays, and a batch after the refused ones goes through.
     assert agent.step_many(obs.tolist(), [1] * N_ENVS, [0.0] * N_ENVS, next_obs.tolist(), [False] * N_ENVS) == N_ENVS
@@ -109,3 +113,63 @@ def test_a_batch_larger_than_the_queue_is_refused_whole(dead_server, agent_name,
     assert agent.pending == 0
     assert agent.step_many(obs[:5], [0] * 5, [0.0] * 5, obs[:5], [False] * 5) == 5
     assert agent.pending == 5
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_batch_teaches_the_queue_nothing(dead_server, agent_name, make_agent):
+    # The agent's sizes are unknown here (no server to ask): the first accepted step sets them. Row 0
+    # of the refused call would have set obs to 4 numbers; since nothing of the call was queued, a
+    # later step of 5 numbers is the first one, and is accepted.
+    agent = make_agent(dead_server, agent_name, create=False)
+    obs = [obs_of(0), obs_of(1)]
+    with pytest.raises(InvalidStepError, match="row 1"):
+        agent.step_many(obs, [0, 1], [0.0, float("inf")], obs, [False, False])
+    assert agent.step_many([[0.5] * 5], [3], [1.0], [[0.5] * 5], [True]) == 1
+    with pytest.raises(InvalidStepError):
+        agent.step(obs_of(0), 0, 0.0, obs_of(1), False)  # 4 numbers now disagree with the queue's 5
+
+
+FILL_DISK_MANY = r"""
+import resource, signal, sys
+from agents_bar_stream import Client, RemoteAgent, StorageError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+agent = RemoteAgent(Client(base_url=sys.argv[1], access_token="t"), "disk-full", queue_dir=sys.argv[2],
+                    durability="step")
+agent.step([0.0] * 256, 0, 0.0, [0.0] * 256, False)   # the queue exists before the limit
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+accepted, n = 1, 1500  # rows of ~3.6 KB: each call is two segments (one of ~4 MiB, one of the rest)
+try:
+    for call in range(1000):
+        obs = [[float(accepted + i)] * 256 for i in range(n)]
+        agent.step_many(obs, [0] * n, [0.0] * n, obs, [False] * n)
+        accepted += n
+except StorageError as exc:
+    print("full after", accepted, exc.errno)
+    sys.exit(0)
+sys.exit(5)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_disk_error_in_step_mode_queues_none_of_the_rows(tmp_path):
+    # The fault injected: RLIMIT_FSIZE stops the queue's files from growing past 5 MiB, as a full
+    # filesystem would. Each call's rows are two segments, and the disk refuses the second one of
+    # the second call (it did before the fix, when the first one stayed queued): then neither may
+    # stay queued, since the call raised and the caller still holds those rows.
+    queue_dir = tmp_path / "full-queue"
+    proc = subprocess.run([sys.executable, "-c", FILL_DISK_MANY, "http://127.0.0.1:9", str(queue_dir),
+                           str(5 * 2**20)], capture_output=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    accepted = int(proc.stdout.decode().split()[2])
+    from agents_bar_stream.storage import DiskQueue
+
+    q = DiskQueue(queue_dir)
+    try:
+        assert q.committed_pending() == accepted  # whole calls only
+        batch = q.read_batch(accepted, 2**31)
+        assert batch is not None
+        import orjson
+
+        assert [orjson.loads(item)["obs"][0] for item in batch.items] == [float(i) for i in range(accepted)]
+    finally:
+        q.close()
