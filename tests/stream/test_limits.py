@@ -12,7 +12,7 @@ import time
 
 import pytest
 from support.api import wait_for
-from support.stream import api_for, indices, obs_of
+from support.stream import api_for, fill_disk, indices, obs_of, queued_firsts
 
 from agents_bar_stream import InvalidStepError, QueueFullError, StorageError
 
@@ -175,56 +175,23 @@ def test_bad_transitions_raise_and_queue_nothing(server, agent_name, make_agent)
     assert agent.flush(timeout=30) and agent.pending == 0
 
 
-FILL_DISK = r"""
-import resource, signal, sys
-from agents_bar_stream import Client, RemoteAgent, StorageError
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
-agent = RemoteAgent(Client(base_url=sys.argv[1], access_token="t"), "disk-full", queue_dir=sys.argv[2],
-                    durability="step")
-agent.step([0.0] * 64, 0, 0.0, [0.0] * 64, False)   # the queue exists before the limit
-resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
-accepted = 1
-try:
-    for i in range(1, 200000):
-        agent.step([float(i)] * 64, 0, 0.0, [0.0] * 64, False)
-        accepted += 1
-except StorageError as exc:
-    print("full after", accepted, exc.errno)
-    try:
-        agent.step([0.0] * 64, 0, 0.0, [0.0] * 64, False)
-        print("accepted after full")
-    except StorageError:
-        print("still refused")
-    sys.exit(0)
-sys.exit(5)
-"""
-
-
 @pytest.mark.timeout(120)
 def test_a_full_disk_raises_storage_error_and_keeps_what_was_queued(tmp_path):
-    # The one fault injected by hand: RLIMIT_FSIZE makes the queue's files unable to grow past a
-    # size, as a full filesystem would (and, unlike a tmpfs mount, needs no privileges).
     queue_dir = tmp_path / "full-queue"
-    proc = subprocess.run([sys.executable, "-c", FILL_DISK, "http://127.0.0.1:9", str(queue_dir), str(2 * 2**20)],
-                          capture_output=True, timeout=100)
-    out = proc.stdout.decode()
-    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    accepted = int(out.split()[2])
+    accepted, out = fill_disk(queue_dir, 2 * 2**20, width=64, loop="""
+for i in range(1, 200000):
+    agent.step([float(i)] * 64, 0, 0.0, [0.0] * 64, False)
+    accepted += 1
+""", after_full="""
+try:
+    agent.step([0.0] * 64, 0, 0.0, [0.0] * 64, False)
+    print("accepted after full")
+except StorageError:
+    print("still refused")
+""")
     assert "still refused" in out
-    # Reopen without the limit: every step that step() accepted is there, intact and in order.
-    from agents_bar_stream.storage import DiskQueue
-
-    q = DiskQueue(queue_dir)
-    try:
-        assert q.committed_pending() == accepted
-        batch = q.read_batch(accepted, 2**30)
-        assert batch is not None and len(batch.items) == accepted
-        import orjson
-
-        firsts = [orjson.loads(item)["obs"][0] for item in batch.items]
-        assert firsts == [float(i) for i in range(accepted)]
-    finally:
-        q.close()
+    # Reopened without the limit: every step that step() accepted is there, intact and in order.
+    assert queued_firsts(queue_dir) == [float(i) for i in range(accepted)]
     assert resource.getrlimit(resource.RLIMIT_FSIZE)  # (the limit applied to the child only)
 
 

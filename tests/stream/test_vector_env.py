@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import gymnasium
 import numpy as np
 import pytest
-from support.stream import api_for, obs_of
+from support.stream import api_for, fill_disk, obs_of, queued_firsts
 
 from agents_bar_stream import InvalidStepError, QueueFullError
 
@@ -129,47 +126,17 @@ def test_a_refused_batch_teaches_the_queue_nothing(dead_server, agent_name, make
         agent.step(obs_of(0), 0, 0.0, obs_of(1), False)  # 4 numbers now disagree with the queue's 5
 
 
-FILL_DISK_MANY = r"""
-import resource, signal, sys
-from agents_bar_stream import Client, RemoteAgent, StorageError
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
-agent = RemoteAgent(Client(base_url=sys.argv[1], access_token="t"), "disk-full", queue_dir=sys.argv[2],
-                    durability="step")
-agent.step([0.0] * 256, 0, 0.0, [0.0] * 256, False)   # the queue exists before the limit
-resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
-accepted, n = 1, 1500  # rows of ~3.6 KB: each call is two segments (one of ~4 MiB, one of the rest)
-try:
-    for call in range(1000):
-        obs = [[float(accepted + i)] * 256 for i in range(n)]
-        agent.step_many(obs, [0] * n, [0.0] * n, obs, [False] * n)
-        accepted += n
-except StorageError as exc:
-    print("full after", accepted, exc.errno)
-    sys.exit(0)
-sys.exit(5)
-"""
-
-
 @pytest.mark.timeout(120)
 def test_a_disk_error_in_step_mode_queues_none_of_the_rows(tmp_path):
-    # The fault injected: RLIMIT_FSIZE stops the queue's files from growing past 5 MiB, as a full
-    # filesystem would. Each call's rows are two segments, and the disk refuses the second one of
-    # the second call (it did before the fix, when the first one stayed queued): then neither may
-    # stay queued, since the call raised and the caller still holds those rows.
+    # The queue's files may not grow past 5 MiB. Each call's rows are two segments, and the disk
+    # refuses the second one of the second call (before the fix the first one stayed queued): then
+    # neither may stay queued, since the call raised and the caller still holds those rows.
     queue_dir = tmp_path / "full-queue"
-    proc = subprocess.run([sys.executable, "-c", FILL_DISK_MANY, "http://127.0.0.1:9", str(queue_dir),
-                           str(5 * 2**20)], capture_output=True, timeout=100)
-    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    accepted = int(proc.stdout.decode().split()[2])
-    from agents_bar_stream.storage import DiskQueue
-
-    q = DiskQueue(queue_dir)
-    try:
-        assert q.committed_pending() == accepted  # whole calls only
-        batch = q.read_batch(accepted, 2**31)
-        assert batch is not None
-        import orjson
-
-        assert [orjson.loads(item)["obs"][0] for item in batch.items] == [float(i) for i in range(accepted)]
-    finally:
-        q.close()
+    accepted, _ = fill_disk(queue_dir, 5 * 2**20, width=256, loop="""
+n = 1500  # rows of ~3.6 KB: each call is two segments (one of ~4 MiB, one of the rest)
+for call in range(1000):
+    obs = [[float(accepted + i)] * 256 for i in range(n)]
+    agent.step_many(obs, [0] * n, [0.0] * n, obs, [False] * n)
+    accepted += n
+""")
+    assert queued_firsts(queue_dir) == [float(i) for i in range(accepted)]  # whole calls only
