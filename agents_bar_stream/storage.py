@@ -945,7 +945,7 @@ class DiskQueue:
             self._last_shrink = now
             # A connection of its own, for this only: diskcache's connections are per thread and its own.
             # mode=rw: never create the file (a queue directory retired meanwhile).
-            con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=0, isolation_level=None)
+            con = sqlite3.connect(db.absolute().as_uri() + "?mode=rw", uri=True, timeout=0, isolation_level=None)
             try:
                 _, log_frames, checkpointed = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             finally:
