@@ -969,8 +969,9 @@ class RemoteAgent:
         """
         n = _batch_length("obs", obs)
         for name, value in (("actions", actions), ("rewards", rewards), ("next_obs", next_obs), ("dones", dones)):
-            if _batch_length(name, value) != n:
-                raise InvalidStepError(f"step_many: obs has {n} rows but {name} has {_batch_length(name, value)}")
+            m = _batch_length(name, value)
+            if m != n:
+                raise InvalidStepError(f"step_many: obs has {n} rows but {name} has {m}")
         keep = range(n) if where is None else _rows_where(where, n)
         obs_rows, next_rows = _rows(obs), _rows(next_obs)
         # Python numbers from an array in one call: the encoder's plain fast paths then apply.
@@ -1094,10 +1095,7 @@ def _is_numpy(value: Any) -> bool:
 def _rows(value: Any) -> Any:
     """Indexable rows: a numpy array keeps its rows as arrays (their shape and dtype are held), another
     array type (a torch tensor) becomes lists, a sequence a list."""
-    if _is_numpy(value):
-        return value
-    tolist = getattr(value, "tolist", None)
-    return tolist() if callable(tolist) else list(value)
+    return value if _is_numpy(value) else _values(value)
 
 
 def _values(value: Any) -> list:
@@ -1107,8 +1105,9 @@ def _values(value: Any) -> list:
 
 
 def _rows_where(where: Any, n: int) -> list[int]:
-    if _batch_length("where", where) != n:
-        raise InvalidStepError(f"step_many: where has {_batch_length('where', where)} entries, not one per row ({n})")
+    m = _batch_length("where", where)
+    if m != n:
+        raise InvalidStepError(f"step_many: where has {m} entries, not one per row ({n})")
     flags = [f.item() if _is_numpy(f) and getattr(getattr(f, "dtype", None), "kind", "") == "b" else f
              for f in _values(where)]
     if any(type(f) is not bool for f in flags):

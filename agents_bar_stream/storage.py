@@ -244,8 +244,13 @@ class DiskQueue:
             self._release_lock()
             raise
 
+    @property
+    def _database(self) -> Path:
+        """The SQLite file diskcache keeps the queue in."""
+        return self.directory / "data" / "cache.db"
+
     def _open_cache(self, *, expect_existing: bool = True) -> diskcache.Cache:
-        db = self.directory / "data" / "cache.db"
+        db = self._database
         if (expect_existing and _read_manifest(self.directory).get("producer_id")
                 and (not db.exists() or db.stat().st_size == 0)):
             # SQLite would make an empty database of it, and the queue would read as empty.
@@ -454,7 +459,7 @@ class DiskQueue:
             except OSError:
                 pass
 
-    def _spare_space(self) -> bool:
+    def has_spare_space(self) -> bool:
         """Whether the filesystem has room beyond what the reserve would give back (freed by someone else)."""
         try:
             st = os.statvfs(self.directory)
@@ -653,7 +658,7 @@ class DiskQueue:
 
     def _store(self, chunks: list[tuple[int, list[bytes]]], t: float) -> list[Segment]:
         full = self._disk_full
-        if full is not None and not self._spare_space():
+        if full is not None and not self.has_spare_space():
             # Still full, and nothing freed since: a write now would only take the bytes that the
             # released reserve holds for delivery's own bookkeeping (the sent mark, the deletes of
             # delivered segments), and with them the one way the queue has to make room again.
@@ -673,10 +678,6 @@ class DiskQueue:
         self._disk_full = None
         return [Segment(first_local, len(items), _counted_bytes(blob, items), t)
                 for (first_local, items), blob in zip(chunks, blobs, strict=True)]
-
-    def has_spare_space(self) -> bool:
-        """Whether the queue's filesystem has room well beyond its reserve (see :meth:`_spare_space`)."""
-        return self._spare_space()
 
     def publish_segment(self, segment: Segment, then: Callable[[], None] | None = None) -> None:
         """Make a segment written by :meth:`store_segment` readable by the flusher and counted as pending.
@@ -937,7 +938,7 @@ class DiskQueue:
         if now - self._last_shrink < _SHRINK_EVERY:
             return False  # still due: the flusher's next idle turn comes back
         self._shrink_due = False
-        db = self.directory / "data" / "cache.db"
+        db = self._database
         try:
             before = db.stat().st_size
             if before <= _SHRINK_ABOVE:

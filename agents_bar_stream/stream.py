@@ -292,9 +292,7 @@ class Stream:
         chunks = []
         done = 0
         while done < len(items):
-            chunk = items[done:done + _SEGMENT_STEPS]
-            if len(chunk) > 1 and (len(chunk[0]) > 4096 or sum(map(len, chunk)) > _SEGMENT_BYTES):
-                chunk = _head_within(chunk, _SEGMENT_BYTES)
+            chunk = _next_segment(items, done, _SEGMENT_BYTES)
             chunks.append((self._next_local + done, chunk))
             done += len(chunk)
         self.queue.write_segments(chunks, time.time())
@@ -406,13 +404,10 @@ class Stream:
         done = 0
         try:
             while done < len(items):
-                chunk = items[done:done + _SEGMENT_STEPS]
                 # Small segments only while the disk is still short of room (once it has plenty
                 # again, the backlog in memory goes at full speed, server or no server).
                 recovering = recovering and not self.queue.has_spare_space()
-                limit = _RECOVERY_SEGMENT_BYTES if recovering else _SEGMENT_BYTES
-                if len(chunk[0]) > 4096 or sum(map(len, chunk)) > limit:
-                    chunk = _head_within(chunk, limit)
+                chunk = _next_segment(items, done, _RECOVERY_SEGMENT_BYTES if recovering else _SEGMENT_BYTES)
                 segment = self.queue.store_segment(first + done, chunk, t)
                 done += len(chunk)
                 # `pending` reads under both locks; this moves the steps from memory to disk under the
@@ -565,6 +560,14 @@ class Stream:
         self._closed = True
         self.forked = True
         self.queue.abandon_after_fork()
+
+
+def _next_segment(items: list[bytes], start: int, limit: int) -> list[bytes]:
+    """The steps of the next segment from ``items[start]``: at most _SEGMENT_STEPS, about ``limit`` bytes."""
+    chunk = items[start:start + _SEGMENT_STEPS]
+    if len(chunk[0]) > 4096 or sum(map(len, chunk)) > limit:
+        chunk = _head_within(chunk, limit)
+    return chunk
 
 
 def _head_within(items: list[bytes], limit: int) -> list[bytes]:
